@@ -1,0 +1,23 @@
+# The two commands a new user needs: `make run` and `make test`. Both are idempotent.
+.PHONY: run test setup bench-matting bench-pipeline bench-api clean
+
+run: setup
+	.venv/bin/python scripts/devserver.py
+
+test: setup
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+bench-matting: setup
+	.venv/bin/python bench/matting_quality.py
+
+bench-pipeline: setup
+	.venv/bin/python bench/pipeline.py
+
+bench-api: setup
+	.venv/bin/python bench/api_overhead.py
+
+clean:
+	rm -rf .venv var staticfiles
