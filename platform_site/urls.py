@@ -5,5 +5,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("imaging.urls")),
+    path("", include("billing.urls")),
     path("", include("accounts.urls")),
 ]
