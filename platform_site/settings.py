@@ -248,3 +248,26 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }
+
+# --- Fetching image_url (imaging.fetch) ---------------------------------------------
+# The server fetches URLs that strangers chose: only public unicast addresses, unless
+# this development-only switch is on (`check --deploy` warns about it).
+
+FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", False)
+FETCH_ALLOWED_PORTS = [int(p) for p in env_list("FETCH_ALLOWED_PORTS", "80,443")]
+FETCH_TIMEOUT_SECONDS = env_float("FETCH_TIMEOUT_SECONDS", 10.0)
+FETCH_CONNECT_TIMEOUT_SECONDS = env_float("FETCH_CONNECT_TIMEOUT_SECONDS", 3.0)
+FETCH_MAX_BYTES = env_int("FETCH_MAX_BYTES", 25_000_000)
+FETCH_MAX_REDIRECTS = env_int("FETCH_MAX_REDIRECTS", 3)
+MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 40_000_000)
+MAX_IMAGE_SIDE = env_int("MAX_IMAGE_SIDE", 12_000)
+
+# --- Renders (imaging) ---------------------------------------------------------------
+
+RENDER_SYNC_WINDOW_SECONDS = env_float("RENDER_SYNC_WINDOW_SECONDS", 55.0)
+RENDER_DEADLINE_SECONDS = env_int("RENDER_DEADLINE_SECONDS", 600)
+OUTPUT_URL_TTL_SECONDS = env_int("OUTPUT_URL_TTL_SECONDS", 24 * 3600)
+RETENTION_DAYS = env_int("RETENTION_DAYS", 30)
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 6000)
+API_MAX_RENDERS_IN_FLIGHT_PER_KEY = env_int("API_MAX_RENDERS_IN_FLIGHT_PER_KEY", 64)
