@@ -25,6 +25,11 @@ class UserManager(BaseUserManager):
         extra.setdefault("is_superuser", False)
         return self._create_user(email, password, **extra)
 
+    def get_by_natural_key(self, email: str):
+        # Addresses are stored lower-case, so sign-in must not depend on how the
+        # user capitalises theirs (PostgreSQL compares case-sensitively).
+        return self.get(email=email.strip().lower())
+
     def create_superuser(self, email: str, password: str | None = None, **extra):
         extra["is_staff"] = True
         extra["is_superuser"] = True

@@ -1,3 +1,48 @@
-from django.urls import path  # noqa: F401
+"""Account pages, the dashboard shell and GET /v1/account.
 
-urlpatterns: list = []
+Mounted after billing's and imaging's URLs, so /dashboard/billing/ belongs to billing.
+URL names are global (no namespace) because templates across apps link to them.
+"""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from django.views.generic import RedirectView
+
+from accounts import views
+from accounts.api import AccountView
+from accounts.forms import EmailAuthenticationForm
+
+urlpatterns = [
+    path("v1/account", AccountView.as_view(), name="api-account"),
+    path("", RedirectView.as_view(pattern_name="dashboard"), name="home"),
+    path("signup/", views.signup, name="signup"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password-reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(post_reset_login=False),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password-reset/complete/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
+    path("dashboard/", views.overview, name="dashboard"),
+    path("dashboard/keys/", views.keys, name="keys"),
+    path("dashboard/keys/<int:key_id>/revoke/", views.revoke, name="revoke-key"),
+    path("dashboard/usage/", views.usage, name="usage"),
+    path("docs/", views.docs, name="docs"),
+]

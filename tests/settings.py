@@ -22,3 +22,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STRIPE_SECRET_KEY = ""
 STRIPE_WEBHOOK_SECRET = ""
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Static files are served from the finders in tests; no collectstatic run needed.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,46 @@
+"""The account endpoint: who does this API key belong to?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiKey, User
+
+
+class KeySummarySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    prefix = serializers.CharField(help_text="The key's first characters, e.g. `pxl_live_3kT9`.")
+    last_four = serializers.CharField()
+
+
+class AccountSerializer(serializers.Serializer):
+    """The body of GET /v1/account. Add a field here and in ``account_body`` together."""
+
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+    created_at = serializers.DateTimeField()
+    key = KeySummarySerializer(help_text="The key this request was made with.")
+
+
+def account_body(user: User, key: ApiKey) -> dict[str, Any]:
+    """Plain data for ``AccountSerializer``; kept separate so features can add fields."""
+    return {
+        "id": user.pk,
+        "email": user.email,
+        "created_at": user.date_joined,
+        "key": {"name": key.name, "prefix": key.display_prefix, "last_four": key.last_four},
+    }
+
+
+class AccountView(APIView):
+    """GET /v1/account: the identity of the API key's owner."""
+
+    @extend_schema(operation_id="retrieve_account", responses=AccountSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(AccountSerializer(account_body(request.user, request.auth)).data)

@@ -1,0 +1,65 @@
+"""`manage.py ensure_demo_account`: the account `make run` tells you to sign in with.
+
+Development only: a well-known password on a staff account is a hole anywhere else,
+so the command refuses to run when DEBUG is off. Safe to run on every start: the user
+is created once, and credits are granted under a fixed ledger reference, which the
+ledger applies at most once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import User
+
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "demo-password"
+DEMO_RENDERS = 100
+GRANT_REFERENCE = "demo-account"
+
+
+class Command(BaseCommand):
+    help = "Creates the development demo account (demo@example.com) once; refuses when DEBUG is off."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            raise CommandError(
+                "ensure_demo_account is for development only and refuses to run with DEBUG off."
+            )
+        with transaction.atomic():
+            user = User.objects.filter(email=DEMO_EMAIL).first()
+            created = user is None
+            if user is None:
+                # A superuser (staff with every permission) so the admin shows
+                # everything in development; an existing account is left as it is.
+                user = User.objects.create_superuser(DEMO_EMAIL, DEMO_PASSWORD)
+            credits = self._grant_credits(user)
+        state = "created" if created else "already exists"
+        self.stdout.write(f"demo account {state}: sign in at {settings.SITE_URL}/login/")
+        self.stdout.write(f"  e-mail:   {DEMO_EMAIL}")
+        self.stdout.write(f"  password: {DEMO_PASSWORD}" + ("" if created else " (unless changed)"))
+        self.stdout.write(f"  credits:  {credits}")
+
+    def _grant_credits(self, user: User) -> str:
+        """Grants the demo credits through billing's ledger, when there is one.
+
+        Looked up lazily so accounts does not depend on billing; an ImportError raised
+        *inside* an existing ledger module is a real bug and is not swallowed.
+        """
+        if importlib.util.find_spec("billing.ledger") is None:
+            return "none (billing is not installed)"
+        ledger = importlib.import_module("billing.ledger")
+        amount = DEMO_RENDERS * settings.CREDITS_PER_RENDER
+        entry = ledger.grant(
+            user, amount, kind="grant", reference=GRANT_REFERENCE,
+            actor="ensure_demo_account", note="development demo account",
+        )
+        if entry is None:
+            return "demo grant already given"
+        return f"granted {amount} ({DEMO_RENDERS} renders)"
