@@ -26,15 +26,27 @@ class AccountSerializer(serializers.Serializer):
     email = serializers.EmailField()
     created_at = serializers.DateTimeField()
     key = KeySummarySerializer(help_text="The key this request was made with.")
+    credits_available = serializers.IntegerField(
+        help_text="Credits that can be spent now: balance minus credits held for renders in flight."
+    )
+    credits_held = serializers.IntegerField(
+        help_text="Credits reserved by renders still running; charged only if they succeed."
+    )
 
 
 def account_body(user: User, key: ApiKey) -> dict[str, Any]:
     """Plain data for ``AccountSerializer``; kept separate so features can add fields."""
+    # Read-only use of billing: accounts never moves credits, it only reports them.
+    from billing.ledger import balances
+
+    money = balances(user)
     return {
         "id": user.pk,
         "email": user.email,
         "created_at": user.date_joined,
         "key": {"name": key.name, "prefix": key.display_prefix, "last_four": key.last_four},
+        "credits_available": money.available,
+        "credits_held": money.held,
     }
 
 
