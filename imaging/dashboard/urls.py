@@ -1,0 +1,20 @@
+"""The console's pages. Mount at the site root before accounts.urls, whose
+placeholder overview (/dashboard/) and docs (/docs/) these replace."""
+
+from django.urls import path
+
+from imaging.dashboard.views import docs, overview, playground, renders, staff
+
+app_name = "console"
+
+urlpatterns = [
+    path("dashboard/", overview.overview, name="overview"),
+    path("dashboard/renders/", renders.gallery, name="renders"),
+    path("dashboard/renders/<str:public_id>/", renders.detail, name="render-detail"),
+    path("dashboard/renders/<str:public_id>/status", renders.status, name="render-status"),
+    path("dashboard/renders/<str:public_id>/input.png", renders.input_image, name="render-input"),
+    path("dashboard/playground/", playground.playground, name="playground"),
+    path("docs/", docs.docs, name="docs"),
+    path("staff/usage/", staff.usage, name="staff-usage"),
+    path("staff/accounts/<int:user_id>/", staff.account, name="staff-account"),
+]
