@@ -14,7 +14,7 @@ from accounts.forms import EmailAuthenticationForm
 
 urlpatterns = [
     path("v1/account", AccountView.as_view(), name="api-account"),
-    path("", RedirectView.as_view(pattern_name="dashboard"), name="home"),
+    path("", RedirectView.as_view(pattern_name="console:overview"), name="home"),
     path("signup/", views.signup, name="signup"),
     path(
         "login/",
@@ -40,9 +40,8 @@ urlpatterns = [
         auth_views.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
     ),
-    path("dashboard/", views.overview, name="dashboard"),
     path("dashboard/keys/", views.keys, name="keys"),
     path("dashboard/keys/<int:key_id>/revoke/", views.revoke, name="revoke-key"),
-    path("dashboard/usage/", views.usage, name="usage"),
-    path("docs/", views.docs, name="docs"),
+    # Issue 2's "Usage" page became the console overview; old links keep working.
+    path("dashboard/usage/", RedirectView.as_view(pattern_name="console:overview"), name="usage"),
 ]

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms import ApiKeyCreateForm, SignupForm
 from accounts.keys import ApiKeyLimitReached, hash_key, issue_key, revoke_key
@@ -33,14 +33,14 @@ def _new_key_salt(user: User) -> str:
 def signup(request: HttpRequest) -> HttpResponse:
     """Creates an account from an e-mail and a password, then signs the user in."""
     if request.user.is_authenticated:
-        return redirect("dashboard")
+        return redirect("console:overview")
     form = SignupForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         user = _create_account(form)
         if user is not None:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             messages.success(request, "Welcome! Create an API key to make your first request.")
-            return redirect("dashboard")
+            return redirect("console:overview")
     return render(request, "accounts/signup.html", {"form": form})
 
 
@@ -60,17 +60,6 @@ def _create_account(form: SignupForm) -> User | None:
         form.add_error("email", "An account with this e-mail address already exists.")
         return None
 
-
-@login_required
-@require_GET
-def overview(request: HttpRequest) -> HttpResponse:
-    active_keys = ApiKey.objects.filter(user=request.user, revoked_at__isnull=True)
-    context = {
-        "active_key_count": active_keys.count(),
-        "max_keys": settings.MAX_ACTIVE_API_KEYS,
-        "last_used_key": active_keys.exclude(last_used_at=None).order_by("-last_used_at").first(),
-    }
-    return render(request, "dashboard/overview.html", context)
 
 
 @login_required
@@ -143,14 +132,3 @@ def revoke(request: HttpRequest, key_id: int) -> HttpResponse:
         messages.success(request, f"Revoked “{key.name}” ({key.masked}). It no longer works.")
     return redirect("keys")
 
-
-@login_required
-@require_GET
-def usage(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/usage.html")
-
-
-@require_GET
-def docs(request: HttpRequest) -> HttpResponse:
-    """Public: people read the docs before they sign up."""
-    return render(request, "dashboard/docs.html", {"key_prefix": settings.API_KEY_PREFIX})

@@ -120,7 +120,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "dashboard"
+LOGIN_REDIRECT_URL = "console:overview"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -224,7 +224,7 @@ HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 900)
 
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
-STRIPE_API_VERSION = "2025-10-29.clover"
+STRIPE_API_VERSION = "2026-10-28.endive"
 
 # --- Security -------------------------------------------------------------------------
 
@@ -234,6 +234,10 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading is a commitment for the whole domain and every subdomain, made by the
+# domain's owner at hstspreload.org, not a default a project can take for them; so
+# `check --deploy` is not asked to nag about it (security.W021) unless it is opted in.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 )
@@ -271,3 +275,8 @@ RETENTION_DAYS = env_int("RETENTION_DAYS", 30)
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 6000)
 API_MAX_RENDERS_IN_FLIGHT_PER_KEY = env_int("API_MAX_RENDERS_IN_FLIGHT_PER_KEY", 64)
+# The sweeper re-enqueues an open render whose job Redis no longer has, once it is
+# this old (younger ones may be between their commit and their enqueue).
+RENDER_REQUEUE_AFTER_SECONDS = env_float("RENDER_REQUEUE_AFTER_SECONDS", 30.0)
+# How long the settle job waits for rq to record the outcome of the job that queued it.
+RENDER_SETTLE_WAIT_SECONDS = env_float("RENDER_SETTLE_WAIT_SECONDS", 10.0)

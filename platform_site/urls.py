@@ -7,5 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("imaging.urls")),
     path("", include("billing.urls")),
+    # The console (overview, renders, playground, docs, staff) before accounts.
+    path("", include("imaging.dashboard.urls")),
     path("", include("accounts.urls")),
 ]

@@ -10,7 +10,7 @@ from django.test import Client
 from accounts.keys import authenticate_key, issue_key
 from accounts.models import ApiKey, User
 
-DASHBOARD_PAGES = ["/dashboard/", "/dashboard/keys/", "/dashboard/usage/"]
+DASHBOARD_PAGES = ["/dashboard/", "/dashboard/keys/", "/dashboard/renders/", "/dashboard/playground/"]
 NEW_KEY_VALUE = re.compile(r'id="new-key-value"[^>]*value="(pxl_live_[0-9A-Za-z]+)"')
 
 
@@ -62,10 +62,11 @@ def test_creating_or_revoking_a_key_needs_a_signed_in_user(client, alice):
 def test_signed_in_pages_show_the_navigation(alice_client, path):
     page = alice_client.get(path).content.decode()
 
-    for href in ["/dashboard/", "/dashboard/keys/", "/dashboard/usage/", "/dashboard/billing/", "/docs/"]:
+    for href in ["/dashboard/", "/dashboard/keys/", "/dashboard/renders/", "/dashboard/playground/", "/dashboard/billing/", "/docs/"]:
         assert f'href="{href}"' in page
-    assert page.count('aria-current="page"') == 1
-    assert re.search(rf'href="{re.escape(path)}" aria-current="page"', page)
+    nav = re.search(r'<nav[^>]*aria-label="Main".*?</nav>', page, re.S).group(0)
+    assert nav.count('aria-current="page"') == 1
+    assert re.search(rf'href="{re.escape(path)}" aria-current="page"', nav)
 
 
 def test_the_docs_are_public(client, db):
