@@ -1,0 +1,142 @@
+"""The render API: POST /v1/image/replace-background and GET /v1/renders/{id}.
+
+Response codes of the POST:
+
+* 200: the render succeeded inside the sync window; the body is the render object.
+* 202: still running when the window closed; the render object, ``status_url`` (also
+  in ``Location``) and ``Retry-After``.
+* A render that failed inside the window: the error shape at the failure code's
+  status (e.g. 422 ``no_subject_found``, 503 ``model_unavailable``), with the failed
+  render object under ``"render"``. Nothing is charged.
+* Request errors (4xx) before any render exists: the error shape; nothing reserved.
+
+Every render response carries ``X-Credits-Charged`` and ``X-Credits-Remaining``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import ledger
+from imaging import idempotency, lifecycle
+from imaging.models import Render, RenderStatus
+from imaging.ratelimit import ApiKeyRateThrottle
+from imaging.renders import RenderParams, load_input_image, submit_render
+from imaging.schema import render_detail_schema, replace_background_schema
+from imaging.serializers import RenderRequestSerializer, RenderSerializer
+from platform_site.api_errors import REGISTRY, ApiError, error_body
+
+# Multipart overhead allowed on top of the largest accepted image.
+MAX_FORM_OVERHEAD_BYTES = 1_000_000
+POLL_AFTER_SECONDS = 2
+
+
+def base_url(request: Request) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+def render_body(request: Request, render: Render, credits_remaining: int) -> dict[str, Any]:
+    context = {"base_url": base_url(request), "credits_remaining": credits_remaining}
+    return RenderSerializer(render, context=context).data
+
+
+def render_response(request: Request, render: Render, *, for_create: bool = True) -> Response:
+    """The response for a render: 200 / 202 / failure shape for POST, always 200 for GET."""
+    remaining = ledger.balances(render.user_id).available
+    body = render_body(request, render, remaining)
+    headers = {"X-Credits-Charged": str(render.credits_charged), "X-Credits-Remaining": str(remaining)}
+    if not for_create or render.status == RenderStatus.SUCCEEDED:
+        status = 200
+    elif render.status == RenderStatus.FAILED:
+        code = render.error_code
+        envelope = error_body(code, render.error_message, getattr(request, "request_id", None))
+        envelope["render"] = body
+        return Response(envelope, status=envelope_status(code), headers=headers)
+    else:
+        status = 202
+        headers["Retry-After"] = str(POLL_AFTER_SECONDS)
+        headers["Location"] = body["status_url"]
+    return Response(body, status=status, headers=headers)
+
+
+def envelope_status(code: str) -> int:
+    return REGISTRY[code].status if code in REGISTRY else 500
+
+
+def _refuse_oversized_body(request: Request) -> None:
+    """Refuses a huge upload from its Content-Length, before Django spools it to disk."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = int(settings.FETCH_MAX_BYTES) + MAX_FORM_OVERHEAD_BYTES
+    if length > limit:
+        raise ApiError("image_too_large", f"The request body is larger than {limit} bytes.",
+                       param="image_file")
+
+
+def _fields_for_fingerprint(request: Request) -> Any:
+    data = request.data
+    if hasattr(data, "lists"):
+        return {k: v for k, v in data.lists() if k not in request.FILES}
+    return data
+
+
+class ReplaceBackgroundView(APIView):
+    parser_classes = [JSONParser, MultiPartParser]
+    throttle_classes = [ApiKeyRateThrottle]
+
+    @replace_background_schema
+    def post(self, request: Request) -> Response:
+        key = idempotency.key_from_request(request)
+        _refuse_oversized_body(request)
+        form_encoded = request.content_type.startswith("multipart/")
+        serializer = RenderRequestSerializer(data=request.data, context={"form_encoded": form_encoded})
+        serializer.is_valid(raise_exception=True)
+        params = RenderParams.from_validated(serializer.validated_data)
+        upload = serializer.validated_data.get("image_file")
+
+        record = None
+        if key is not None:
+            digest = idempotency.file_digest(upload) if upload is not None else None
+            claim = idempotency.claim(
+                request.user, key,
+                idempotency.fingerprint(request.path, _fields_for_fingerprint(request), digest),
+                resolve_stale=lambda render: render_response(request, lifecycle.refresh(render, actor="request")),
+            )
+            if claim.replay_response is not None:
+                return claim.replay_response
+            record = claim.record
+
+        render = None
+        try:
+            image = load_input_image(image_url=params.image_url, upload=upload)
+            render = submit_render(request.user, request.auth, params, image)
+            idempotency.attach_render(record, render)
+            render = lifecycle.wait_and_settle(
+                render, float(settings.RENDER_SYNC_WINDOW_SECONDS), actor="request")
+            response = render_response(request, render)
+        except BaseException:
+            if render is None:
+                idempotency.release(record)
+            raise
+        idempotency.finish(record, response)
+        return response
+
+
+class RenderDetailView(APIView):
+    throttle_classes = [ApiKeyRateThrottle]
+
+    @render_detail_schema
+    def get(self, request: Request, render_id: str) -> Response:
+        render = Render.objects.filter(public_id=render_id, user=request.user).first()
+        if render is None:
+            raise ApiError("not_found", "No such render.", param="id")
+        render = lifecycle.refresh(render, actor="status_poll")
+        return render_response(request, render, for_create=False)

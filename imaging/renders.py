@@ -1,0 +1,149 @@
+"""Creating a render: the one code path behind the API and the dashboard playground.
+
+    load_input_image()  fetch image_url safely or read the upload, check it   (4xx, nothing reserved)
+    submit_render()     in-flight slot → store input → reserve + create row, commit → enqueue
+    wait_and_settle()   (imaging.lifecycle) wait for the outcome up to the sync window
+
+``submit_render`` stores the normalised input *before* reserving credits: storing is
+free and undone on failure, and doing it first keeps the account row locked only for
+the reserve and the render's INSERT, which share one transaction, so a crash can
+never leave a hold without its render (or a render without its hold).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from billing import ledger
+from billing.errors import insufficient_credits_error
+from imaging import dispatch, lifecycle, ratelimit, storage_keys
+from imaging.fetch import fetch_image
+from imaging.image_input import InputImage, encode_png, load_image
+from imaging.models import Render, RenderEvent, new_public_id
+from platform_site.api_errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# Holds outlive the render's deadline, so the sweeper (which fails the render and
+# releases the hold with a reason) always acts before billing's blind expiry.
+HOLD_GRACE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """What a render was asked to do, already validated."""
+
+    scene_prompt: str
+    preserve_shadow: bool = True
+    output_format: str = "png"
+    seed: int | None = None
+    image_url: str = ""
+
+    @classmethod
+    def from_validated(cls, data: dict[str, Any]) -> RenderParams:
+        return cls(
+            scene_prompt=data["scene_prompt"],
+            preserve_shadow=data.get("preserve_shadow", True),
+            output_format=data.get("output_format") or "png",
+            seed=data.get("seed"),
+            image_url=data.get("image_url") or "",
+        )
+
+
+def read_upload(upload: Any, *, param: str = "image_file") -> bytes:
+    """The uploaded file's bytes, refusing more than FETCH_MAX_BYTES without reading them all."""
+    limit = int(settings.FETCH_MAX_BYTES)
+    if upload.size is not None and upload.size > limit:
+        raise ApiError("image_too_large", f"The upload is larger than {limit} bytes.", param=param)
+    upload.seek(0)
+    data = upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError("image_too_large", f"The upload is larger than {limit} bytes.", param=param)
+    return data
+
+
+def load_input_image(*, image_url: str = "", upload: Any = None) -> InputImage:
+    """Fetches or reads the input and checks it; raises ApiError (4xx) before any money moves."""
+    if image_url:
+        return load_image(fetch_image(image_url), param="image_url")
+    return load_image(read_upload(upload), param="image_file")
+
+
+def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputImage, *,
+                  actor: str = "request") -> Render:
+    """Reserves the credits, stores the input, creates the render and queues it.
+
+    ``api_key`` is the ApiKey the request used, or None for the dashboard playground
+    (which then has no per-key in-flight cap). Raises ApiError ``insufficient_credits``
+    (402) or ``rate_limited`` (429) with nothing reserved. If the queue cannot be
+    reached the render comes back failed (``queue_unavailable``) with its hold
+    released. Must be called outside any transaction: the render has to be committed
+    before its job can be picked up.
+    """
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("submit_render must not run inside a database transaction")
+    public_id = new_public_id()
+    api_key_id = getattr(api_key, "pk", None)
+    ratelimit.take_render_slot(api_key_id, public_id)
+    try:
+        render = _store_and_create(user, api_key, params, image, public_id, actor)
+    except BaseException:
+        ratelimit.give_back_render_slot(api_key_id, public_id)
+        raise
+    try:
+        dispatch.enqueue_render(render)
+    except redis.RedisError:
+        log.exception("render %s could not be queued", public_id)
+        return lifecycle.fail(render.pk, "queue_unavailable",
+                              "The render could not be queued; nothing was charged.", actor="dispatch")
+    return render
+
+
+def _store_and_create(user: Any, api_key: Any, params: RenderParams, image: InputImage,
+                      public_id: str, actor: str) -> Render:
+    input_key = default_storage.save(storage_keys.input_key(public_id), ContentFile(encode_png(image.image)))
+    try:
+        now = timezone.now()
+        deadline = now + timedelta(seconds=int(settings.RENDER_DEADLINE_SECONDS))
+        with transaction.atomic():
+            try:
+                hold = ledger.reserve(user, int(settings.CREDITS_PER_RENDER), reference=public_id,
+                                      expires_at=deadline + timedelta(seconds=HOLD_GRACE_SECONDS))
+            except ledger.InsufficientCredits as exc:
+                raise insufficient_credits_error(exc) from exc
+            render = Render.objects.create(
+                public_id=public_id,
+                user=user,
+                api_key=api_key,
+                scene_prompt=params.scene_prompt,
+                preserve_shadow=params.preserve_shadow,
+                output_format=params.output_format,
+                requested_seed=params.seed,
+                image_url=params.image_url,
+                input_width=image.width,
+                input_height=image.height,
+                source_format=str(image.source_format or "")[:16],
+                input_key=input_key,
+                output_key=storage_keys.output_key(public_id, params.output_format),
+                matte_key=storage_keys.matte_key(public_id),
+                hold_id=hold.id,
+                job_id=public_id,
+                created_at=now,
+                deadline_at=deadline,
+            )
+            RenderEvent.objects.create(render=render, to_status=render.status, actor=actor,
+                                       note=f"hold {hold.id} reserved")
+    except BaseException:
+        default_storage.delete(input_key)
+        raise
+    return render

@@ -1,0 +1,43 @@
+"""Deleting stored files after RETENTION_DAYS (``manage.py purge_renders``).
+
+The render rows stay: they are the customer's usage history and the ledger refers
+to them. Only the input, output and matte files go; the render object then shows
+no URLs, and old signed links answer 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from imaging.models import TERMINAL_STATUSES, Render, RenderEvent
+
+
+def purge_due(render: Render) -> None:
+    for key in {render.input_key, render.output_key, render.matte_key}:
+        if key:
+            default_storage.delete(key)  # deleting a missing file is not an error
+    with transaction.atomic():
+        moved = Render.objects.filter(pk=render.pk, files_purged_at__isnull=True).update(
+            files_purged_at=timezone.now())
+        if moved:
+            RenderEvent.objects.create(render=render, from_status=render.status, to_status=render.status,
+                                       actor="purge", note="stored files deleted (retention)")
+
+
+def purge(*, days: int | None = None, now: datetime | None = None, dry_run: bool = False) -> int:
+    """Deletes files of ended renders older than ``days``; returns how many renders."""
+    days = int(settings.RETENTION_DAYS) if days is None else days
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    due = Render.objects.filter(created_at__lt=cutoff, files_purged_at__isnull=True,
+                                status__in=TERMINAL_STATUSES).order_by("created_at")
+    count = 0
+    for render in due.iterator():
+        if not dry_run:
+            purge_due(render)
+        count += 1
+    return count
