@@ -168,6 +168,7 @@ if S3_BUCKET:
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,
+            "signature_version": "s3v4",
         },
     }
 
@@ -177,9 +178,9 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 300)
 RQ_QUEUES = {
     # Django-side jobs (settlement, housekeeping).
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60},
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60, "SERIALIZER": "rq.serializers.JSONSerializer"},
     # Renders; consumed by `python -m gpu_worker`, which never imports Django.
-    "gpu": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+    "gpu": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT, "SERIALIZER": "rq.serializers.JSONSerializer"},
 }
 
 # --- E-mail ---------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def main() -> int:
                       "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "8",
                       "--timeout", "120", "--access-logfile", "-"], children)
         start("django-worker", [PY, "manage.py", "rqworker", "default",
-                                "--worker-class", "rq.worker.SimpleWorker"], children)
+                                "--worker-class", "rq.worker.SimpleWorker",
+                                "--serializer", "rq.serializers.JSONSerializer"], children)
         start("gpu-worker", [PY, "-m", "gpu_worker"], children)
         start("sweeper", [PY, "manage.py", "sweep_renders", "--every", "30"], children)
         print(f"\nrun: dashboard at http://{HOST}:{PORT}/dashboard/  (Ctrl-C stops everything)\n",
