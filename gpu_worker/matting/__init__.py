@@ -1,0 +1,1 @@
+"""Subject matting: trimap-free alpha, edge-band refinement, guided upsampling, foreground."""

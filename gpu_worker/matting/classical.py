@@ -1,0 +1,185 @@
+"""The classical alpha estimator: a subject on a plain studio backdrop, no weights needed.
+
+Most catalogue inputs are a product or a person on seamless paper. There the backdrop
+is known once it is modelled from the image border (`backdrop.fit_backdrop`), and the
+matte follows from it:
+
+1. at a coarse scale (256 px on the short side), every pixel that differs from the
+   backdrop model by more than its noise is "subject"; the deep interior of each
+   substantial subject region is certainly opaque, except where its colour changes
+   fast along the line towards the backdrop colour (a motion-blur ramp);
+2. closed-form matting solves alpha for the rest of the subject at that coarse scale.
+   That region is wide on purpose: a translucent dupatta or a glass can be any colour,
+   and only the colour-line model across its junctions with the opaque subject and the
+   backdrop reveals how transparent it is;
+3. at the working resolution, backdrop-coloured pixels are known background; the band
+   refiner then re-solves every other uncertain pixel at full detail (hair strands a
+   fraction of a pixel wide).
+
+It refuses ("backdrop_not_plain") when the border is not a plain backdrop, and reports
+"no_subject_found" when nothing stands out from it.
+
+Known limits (measured by bench/matting_quality.py): a translucent area that is wide
+and meets only the backdrop (a dupatta held out from the body) is taken as opaque; one
+image on plain paper does not say how see-through a uniform panel is. JPEG artefacts
+around sub-pixel strands (most uploads) cost much of the edge detail: at quality 90 hair
+is no better than an ideal binary mask, while blur ramps keep their advantage. The
+learned engine is the answer to both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from gpu_worker.errors import RenderError
+from gpu_worker.matting.backdrop import Backdrop, border_mask, fit_backdrop
+from gpu_worker.matting.base import Estimate, dilate, resize_image
+from gpu_worker.matting.closed_form import solve_alpha
+
+
+def backdrop_distance(image: np.ndarray, backdrop: Backdrop) -> np.ndarray:
+    """Per-pixel largest channel difference from the backdrop model (HxW float32 0..1)."""
+    height, width = image.shape[:2]
+    model = backdrop.render(height, width)
+    return np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
+
+
+def _noise(distance: np.ndarray) -> float:
+    """Robust noise level of the border residual at this resolution."""
+    border = distance[border_mask(*distance.shape)]
+    med = float(np.median(border))
+    # The distance is the largest of 3 channels' |noise|; for Gaussian noise its median
+    # is 1.26 sigma ((2 Phi(x) - 1)^3 = 1/2 at x = 1.26).
+    return max(med / 1.26, 0.5 / 255.0)
+
+
+@dataclass
+class ClassicalAlphaEstimator:
+    """Trimap-free alpha for an image on a plain backdrop (see the module docstring)."""
+
+    name: str = "classical"
+    coarse_short_side: int = 256
+    # Pixels deeper inside a subject region than this share of the short side are opaque.
+    core_depth: float = 0.05
+    backdrop_order: int = 3
+    noise_factor: float = 4.0
+    min_subject_share: float = 0.0005
+    ridge: float = 0.6
+    prior_weight: float = 1e-4
+    # Colour change per coarse pixel above which a pixel cannot be certain core: a
+    # motion-blur ramp or a soft shadow edge changes fast, an opaque interior slowly.
+    max_core_gradient: float = 0.01
+    # Smallest difference from the backdrop (8-bit levels) that can mark a pixel as not
+    # background at the working resolution, whatever the measured noise.
+    background_floor: float = 10.0
+
+    def __call__(self, image: np.ndarray) -> Estimate:
+        height, width = image.shape[:2]
+        scale = min(1.0, self.coarse_short_side / float(min(height, width)))
+        ch, cw = max(8, int(round(height * scale))), max(8, int(round(width * scale)))
+        small = resize_image(image, ch, cw)
+        backdrop = fit_backdrop(small, order=self.backdrop_order)
+
+        distance = backdrop_distance(small, backdrop)
+        threshold = max(self.noise_factor * _noise(distance), 3.0 / 255.0)
+        subject = distance >= threshold
+        subject = _drop_specks(subject, min_size=3)
+        if subject.sum() < max(4, self.min_subject_share * subject.size):
+            raise RenderError("no_subject_found",
+                              "Nothing in the image stands out from its backdrop.")
+
+        core = _opaque_core(subject, self.core_depth * min(ch, cw), self.ridge)
+        if self.max_core_gradient > 0:
+            steep = core & (_colour_gradient(small) >= self.max_core_gradient)
+            core &= ~steep
+            # Fast colour change inside the subject is either a blend with the backdrop
+            # (a blur ramp: not certain) or the subject's own shading and print (a
+            # highlight, a label edge: still opaque). A blend lies on the line from the
+            # backdrop colour to the nearest certain colour; anything else is opaque.
+            core |= steep & ~_blends_with_backdrop(small, backdrop.render(ch, cw), core,
+                                                   steep, threshold)
+        if not core.any():
+            raise RenderError("no_subject_found",
+                              "No part of the image is clearly an opaque subject.")
+        # Known background: backdrop-coloured pixels, minus a one-pixel ring around the
+        # subject so soft edges are solved rather than clipped.
+        background = ~dilate(subject, 1)
+        known = core | background
+        coarse = solve_alpha(small.astype(np.float64) / 255.0, known,
+                             core.astype(np.float64), prior=subject.astype(np.float64),
+                             prior_weight=self.prior_weight)
+
+        alpha = resize_image(coarse, height, width).astype(np.float32)
+        model = backdrop.render(height, width)
+        full_distance = np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
+        full_threshold = max(self.noise_factor * _noise(full_distance),
+                             self.background_floor / 255.0)
+        # Backdrop-coloured pixels are background unless the coarse solve found them
+        # inside an opaque region (a white label on a bottle on white paper).
+        known_background = (full_distance < full_threshold) & (alpha < 0.9)
+        facts = dict(backdrop.facts)
+        facts["subject_threshold_levels"] = round(full_threshold * 255.0, 2)
+        return Estimate(alpha=alpha, known_background=known_background, background=model,
+                        facts=facts)
+
+
+def _blends_with_backdrop(image: np.ndarray, backdrop: np.ndarray, core: np.ndarray,
+                          candidates: np.ndarray, noise: float) -> np.ndarray:
+    """Which candidate pixels look like a mix of the backdrop and the nearest core colour."""
+    out = np.zeros_like(candidates)
+    if not candidates.any() or not core.any():
+        return candidates.copy()
+    _, (iy, ix) = ndimage.distance_transform_edt(~core, return_indices=True)
+    ys, xs = np.nonzero(candidates)
+    colour = image[ys, xs].astype(np.float32) / 255.0
+    certain = image[iy[ys, xs], ix[ys, xs]].astype(np.float32) / 255.0
+    behind = backdrop[ys, xs]
+    span = certain - behind
+    t = np.sum((colour - behind) * span, axis=1) / np.maximum(np.sum(span * span, axis=1), 1e-6)
+    t = np.clip(t, 0.0, 1.0)
+    off_line = np.linalg.norm(colour - (behind + t[:, None] * span), axis=1)
+    out[ys, xs] = (off_line < max(3.0 * noise, 0.03)) & (t < 0.97)
+    return out
+
+
+def _colour_gradient(image: np.ndarray) -> np.ndarray:
+    """Largest per-channel colour change per pixel (Sobel, lightly smoothed), 0..1 units."""
+    f = cv2.GaussianBlur(image.astype(np.float32) / 255.0, (0, 0), 1.0)
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return np.max(np.sqrt(gx * gx + gy * gy), axis=2)
+
+
+def _drop_specks(mask: np.ndarray, min_size: int) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    return keep[labels]
+
+
+def _opaque_core(subject: np.ndarray, depth: float, ridge: float) -> np.ndarray:
+    """Pixels deep inside each substantial subject region.
+
+    A region thinner than the nominal depth (a pen, a bottle neck seen alone) still gets
+    its ridge as core, so thin opaque objects are not solved as transparent; regions
+    only a few pixels thick at this scale (strands, fringes) get none and are left to
+    the solver.
+    """
+    labels, count = ndimage.label(subject)
+    if count == 0:
+        return np.zeros_like(subject)
+    # The frame edge is not background to the distance transform, so a portrait cut
+    # by the bottom edge is deep there, as it should be.
+    depth_map = ndimage.distance_transform_edt(subject)
+    deepest = ndimage.maximum(depth_map, labels, index=np.arange(1, count + 1))
+    needed = np.minimum(depth, ridge * deepest)
+    needed[deepest < 3.0] = np.inf
+    threshold = np.concatenate([[np.inf], needed])[labels]
+    return depth_map > threshold

@@ -1,0 +1,108 @@
+"""The replace-background pipeline: matting, then the scene, then the exact composite.
+
+Arrays in, arrays out: storage, encoding and job bookkeeping live in `tasks`. The two
+components are explicit so that each can be swapped (the scene stage is a plain
+background until scene generation is configured; see `models.build_scene_generator`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from gpu_worker.composite import compose
+from gpu_worker.matting.engine import MattingPipeline
+from gpu_worker.stages import Scene, SceneGenerator, SceneRequest
+
+StageCallback = Callable[[str], None]
+
+
+@dataclass
+class RenderOutput:
+    image: np.ndarray  # HxWx3 uint8 final composite
+    alpha: np.ndarray  # HxW uint8 matte, exactly what the composite used
+    seed: int
+    scene_generated: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    subject: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, str] = field(default_factory=dict)
+
+
+class Renderer(Protocol):
+    """Anything that turns a source image and a prompt into a `RenderOutput`."""
+
+    def __call__(self, image: np.ndarray, prompt: str, seed: int, preserve_shadow: bool,
+                 on_stage: StageCallback | None = None) -> RenderOutput: ...
+
+
+def subject_facts(alpha: np.ndarray) -> dict[str, Any]:
+    """Small JSON-able facts about the matte (shares of the image, pixel bbox)."""
+    solid = alpha >= 0.5
+    rows = np.flatnonzero(solid.any(axis=1))
+    cols = np.flatnonzero(solid.any(axis=0))
+    bbox = ([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+            if rows.size else None)
+    return {
+        "coverage": round(float(alpha.mean()), 4),
+        "opaque_share": round(float(np.mean(alpha >= 1.0)), 4),
+        "edge_share": round(float(np.mean((alpha > 0) & (alpha < 1))), 4),
+        "bbox": bbox,  # [x0, y0, x1, y1], x1/y1 exclusive
+    }
+
+
+class ReplaceBackgroundPipeline:
+    """matting -> scene -> compose, at the source's full resolution."""
+
+    def __init__(self, matting: MattingPipeline, scene: SceneGenerator) -> None:
+        self.matting = matting
+        self.scene = scene
+
+    def __call__(self, image: np.ndarray, prompt: str, seed: int, preserve_shadow: bool,
+                 on_stage: StageCallback | None = None) -> RenderOutput:
+        report = on_stage or (lambda stage: None)
+        timings: dict[str, float] = {}
+
+        report("matting")
+        started = time.perf_counter()
+        matte = self.matting(image)
+        timings.update(matte.timings_ms)
+        timings["matting"] = _ms(started)
+
+        report("generating")
+        started = time.perf_counter()
+        scene = self.scene(SceneRequest(image=image, alpha=matte.alpha,
+                                        foreground=matte.foreground, prompt=prompt,
+                                        seed=seed, preserve_shadow=preserve_shadow))
+        _check_scene(scene, image.shape[:2])
+        timings["scene"] = _ms(started)
+
+        report("composing")
+        started = time.perf_counter()
+        shadow = scene.shadow if preserve_shadow else None
+        out = compose(image, matte.alpha, matte.foreground, scene.background, shadow)
+        timings["compose"] = _ms(started)
+
+        facts = dict(scene.facts)
+        scene_generated = bool(facts.pop("scene_generated", False))
+        subject = subject_facts(matte.alpha)
+        subject.update(matte.facts)
+        subject.update(facts)
+        return RenderOutput(image=out, alpha=matte.alpha_u8, seed=seed,
+                            scene_generated=scene_generated, timings_ms=timings,
+                            subject=subject,
+                            engine={"matting": self.matting.name, "scene": self.scene.name})
+
+
+def _check_scene(scene: Scene, size: tuple[int, int]) -> None:
+    # A generator returning the wrong size would otherwise fail deep inside compose.
+    if scene.background.shape != (*size, 3):
+        raise ValueError(f"scene background is {scene.background.shape}, expected {(*size, 3)}")
+    if scene.shadow is not None and scene.shadow.shape != size:
+        raise ValueError(f"scene shadow is {scene.shadow.shape}, expected {size}")
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
