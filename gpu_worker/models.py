@@ -27,7 +27,7 @@ from gpu_worker.matting.engine import MattingPipeline
 from gpu_worker.matting.learned import load_onnx_estimator
 from gpu_worker.matting.refine import BandRefiner
 from gpu_worker.pipeline import Renderer, RenderOutput, ReplaceBackgroundPipeline, StageCallback
-from gpu_worker.stages import PlainSceneGenerator, SceneGenerator
+from gpu_worker.stages import SceneGenerator
 
 log = logging.getLogger("gpu_worker.models")
 
@@ -81,15 +81,18 @@ def matting_weights_path(config: WorkerConfig, dtype: str) -> Path:
 
 def missing_weights(config: WorkerConfig, dtype: str = "float32") -> list[str]:
     """Human-readable list of the configured weights that are not on disk."""
+    from gpu_worker.scene import missing_scene_weights
+
+    scene = [f"scene: {line}" for line in missing_scene_weights(config)]
     if config.matting_engine == "classical":
-        return []
+        return scene
     path = matting_weights_path(config, dtype)
     if path.is_file():
-        return []
+        return scene
     spec = config.matting_weights
     source = ("MATTING_MODEL_PATH" if config.matting_model_path is not None
               else f"{spec.repo_id}@{spec.revision}:{spec.filename}")
-    return [f"matting: {source} (expected at {path})"]
+    return [f"matting: {source} (expected at {path})", *scene]
 
 
 def load_matting(config: WorkerConfig, device: str, dtype: str) -> MattingPipeline:
@@ -112,15 +115,16 @@ def load_matting(config: WorkerConfig, device: str, dtype: str) -> MattingPipeli
 
 
 def build_scene_generator(config: WorkerConfig, matte_fn: MatteFn) -> SceneGenerator:
-    """THE one place the scene stage is chosen.
+    """THE one place the scene stage is chosen: the configured diffusion inpainting model.
 
-    Until scene generation is wired in, renders use a plain neutral background. To
-    switch, replace the body with:
-        from gpu_worker.scene import load_scene_generator
-        return load_scene_generator(config, matte_fn)
-    (it may raise RenderError("model_unavailable"); `load_models` handles that.)
+    Missing weights do not stop the worker: the generator it returns fails each render
+    with ``model_unavailable`` (charged nothing). ``SCENE_MODEL=tiny-demo`` builds tiny
+    untrained models so the platform runs offline (its scenes are noise).
+    ``PlainSceneGenerator`` stays available for the matting benchmarks.
     """
-    return PlainSceneGenerator()
+    from gpu_worker.scene import load_scene_generator
+
+    return load_scene_generator(config, matte_fn)
 
 
 def load_models(config: WorkerConfig) -> LoadedModels:
@@ -185,4 +189,7 @@ def fetch_models(config: WorkerConfig) -> list[Path]:
         fetched.append(path)
     (config.model_dir / spec.key / "SOURCE").write_text(
         f"{spec.repo_id}@{spec.revision} ({spec.licence})\n")
+    from gpu_worker.scene import fetch_scene_models
+
+    fetched += fetch_scene_models(config)
     return fetched

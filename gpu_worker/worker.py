@@ -33,6 +33,10 @@ SETTLE_QUEUE = "default"
 SETTLE_TASK = "imaging.tasks.settle_render"
 
 
+# Shared by name with imaging.dispatch (the two sides share Redis, not code).
+WAITER_KEY_PREFIX = "imaging:waiter:"
+
+
 def request_settlement(connection: Redis, job: Job) -> None:
     """Enqueues the Django-side settlement of the job's render (never raises)."""
     try:
@@ -43,6 +47,14 @@ def request_settlement(connection: Redis, job: Job) -> None:
     if not isinstance(render_id, str):
         log.warning("job %s has no render_id; nothing to settle", job.id)
         return
+    try:
+        # A web request blocked on this job settles it itself (imaging.dispatch marks
+        # the wait under this key); a settle job would only stand aside, at ~10 ms of
+        # CPU per render. If that request dies, GET or the sweeper settles instead.
+        if connection.exists(f"{WAITER_KEY_PREFIX}{job.id}"):
+            return
+    except Exception:
+        log.exception("could not check for a waiting request; enqueueing settlement")
     try:
         Queue(SETTLE_QUEUE, connection=connection, serializer=JSONSerializer).enqueue(
             SETTLE_TASK, render_id)

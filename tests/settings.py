@@ -25,3 +25,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Static files are served from the finders in tests; no collectstatic run needed.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+# The GPU worker processes tests start render scenes with the tiny untrained models
+# (no weights can be downloaded here), on a small canvas to keep them fast.
+os.environ.setdefault("SCENE_MODEL", "tiny-demo")
+os.environ.setdefault("SCENE_WORKING_PIXELS", "65536")

@@ -32,8 +32,8 @@ RENDER_TIMEOUT_MS = 90_000
 
 @pytest.fixture
 def gpu_worker_process(render_env):
-    """``python -m gpu_worker`` in a subprocess on the test Redis and storage."""
-    with gpu_worker("echo") as worker:
+    """``python -m gpu_worker`` on its full pipeline: classical matting, tiny demo scene models."""
+    with gpu_worker(None) as worker:
         yield worker
 
 

@@ -112,8 +112,9 @@ def test_the_worker_renders_a_job_end_to_end(classical_run, storage, redis):
     assert set(result) == {"output_key", "matte_key", "width", "height", "format", "seed",
                            "scene_generated", "timings_ms", "subject", "engine"}
     assert (result["width"], result["height"], result["format"]) == (201, 151, "png")
-    assert result["seed"] == 1234 and result["scene_generated"] is False
-    assert result["engine"] == {"matting": "classical", "scene": "plain"}
+    # tests/settings.py points the worker at the tiny demo scene models.
+    assert result["seed"] == 1234 and result["scene_generated"] is True
+    assert result["engine"] == {"matting": "classical", "scene": "tiny-demo:sdxl"}
     assert all(isinstance(v, int) for v in result["timings_ms"].values())
     assert result["timings_ms"]["total"] >= result["timings_ms"]["matting"]
     assert 0 < result["subject"]["coverage"] < 1
