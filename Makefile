@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both are idempotent.
-.PHONY: run test setup bench-matting bench-pipeline bench-api clean
+.PHONY: run test setup bench-matting bench-pipeline bench-scene bench-api clean
 
 run: setup
 	.venv/bin/python scripts/devserver.py
@@ -15,6 +15,9 @@ bench-matting: setup
 
 bench-pipeline: setup
 	.venv/bin/python bench/pipeline.py
+
+bench-scene: setup
+	.venv/bin/python bench/scene_generation.py
 
 bench-api: setup
 	.venv/bin/python bench/api_overhead.py

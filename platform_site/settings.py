@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The request's output_format and the render's format are one choice set, one name.
+    "ENUM_NAME_OVERRIDES": {"OutputFormatEnum": "imaging.models.OutputFormat"},
 }
 
 # API keys: a user may hold at most this many active keys.

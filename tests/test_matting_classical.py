@@ -151,3 +151,32 @@ def test_no_false_subject_appears_in_the_backdrop_at_any_aspect_ratio(engine, wi
     matte = engine(case.image)
     far = metrics.evaluation_trimap(case.alpha, radius=3) == 0
     assert np.mean(matte.alpha[far] > 0) < 0.001
+
+
+def _panel_of(case: synthetic.SyntheticCase):
+    from gpu_worker.matting.classical import _noise, find_translucent_panel
+
+    height, width = case.alpha.shape
+    model = fit_backdrop(resize_image(case.image, height // 2, width // 2)).render(height, width)
+    distance = np.max(np.abs(case.image / 255.0 - model), axis=2).astype(np.float32)
+    noise = _noise(distance)
+    threshold = max(4.0 * noise, 10.0 / 255.0)
+    return find_translucent_panel(case.image, model, distance >= threshold, noise, threshold)
+
+
+def test_a_see_through_drape_is_found_and_solved_along_its_colour_line():
+    case = synthetic.make_case("translucent", "coloured", width=384, height=288, supersample=2)
+    panel = _panel_of(case)
+    assert panel is not None
+    over_backdrop = (case.alpha > 0.2) & (case.alpha < 0.6)
+    # Most of the drape over paper is the panel, and almost none of the opaque figure.
+    assert panel.mask[over_backdrop].mean() > 0.7
+    assert (panel.mask & (case.alpha >= 1)).sum() < 0.02 * panel.mask.sum()
+    found = panel.mask & over_backdrop
+    assert abs(float(panel.alpha[found].mean()) - float(case.alpha[found].mean())) < 0.06
+
+
+@pytest.mark.parametrize("subject", ["hair", "product", "motion_blur"])
+def test_opaque_subjects_have_no_see_through_panel(subject):
+    case = synthetic.make_case(subject, "white", width=384, height=288, supersample=2)
+    assert _panel_of(case) is None

@@ -143,7 +143,7 @@ def test_auto_falls_back_to_the_classical_engine_without_weights(tmp_path):
 
 
 def test_a_local_model_path_overrides_the_hub_weights(tmp_path, tiny_model):
-    config = WorkerConfig.from_env({"MATTING_ENGINE": "learned", "WORKER_DEVICE": "cpu",
+    config = WorkerConfig.from_env({"MATTING_ENGINE": "learned", "WORKER_DEVICE": "cpu", "SCENE_MODEL": "tiny-demo",
                                     "MATTING_MODEL_PATH": str(tiny_model),
                                     "MODEL_DIR": str(tmp_path), "MATTING_INPUT_SIZE": "64"})
     assert missing_weights(config) == []
@@ -167,7 +167,7 @@ def test_fetch_models_downloads_the_pinned_revision_into_the_model_dir(tmp_path,
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hub_download)
-    config = WorkerConfig.from_env({"MODEL_DIR": str(tmp_path), "MATTING_ENGINE": "learned",
+    config = WorkerConfig.from_env({"MODEL_DIR": str(tmp_path), "MATTING_ENGINE": "learned", "SCENE_MODEL": "tiny-demo",
                                     "MATTING_MODEL_REVISION": "0123abc"})
     assert missing_weights(config)
     fetched = fetch_models(config)

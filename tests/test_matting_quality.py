@@ -4,8 +4,12 @@ A smaller, faster cousin of bench/matting_quality.py (which prints the full tabl
 1 MP). Measured on these cases when this was written, the engine's SAD was 3.2x lower
 than the ideal feathered binary mask on hair (14x on blur, 25x on the product), MSE 4.6x
 lower or better, and the halo 3.8x lower or better than without foreground estimation.
-The thresholds below leave a margin under those figures; a regression that costs the
-edge its detail or brings the old backdrop back into the fringe fails them.
+On the translucent drape over grey paper (the hardest backdrop for it: the least
+texture contrast) the see-through panel made SAD 3.3x lower, MSE 4.1x and halo 4.0x;
+before the panel was solved along its colour line it was taken as opaque and SAD was
+0.6x of the binary mask's. The thresholds below leave a margin under those figures; a
+regression that costs the edge its detail, makes the drape opaque again or brings the
+old backdrop back into the fringe fails them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ CASES = {
     "hair/gradient": (2.4, 3.0, 2.5),
     "motion_blur/grey": (8.0, 20.0, 5.0),
     "product/coloured": (8.0, 20.0, 2.5),
+    "translucent/grey": (2.6, 3.2, 3.0),
 }
 
 
