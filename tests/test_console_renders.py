@@ -115,6 +115,16 @@ def test_the_gallery_is_paginated_newest_first(db):
     assert "Page 1 of 2" in first and 'rel="next"' in first
 
 
+def test_the_next_page_link_keeps_the_status_filter(db):
+    user = make_user("dev@example.com")
+    for i in range(30):
+        add_render(user, "queued", minutes_ago=100 - i, prompt=f"scene {i}")
+
+    page = signed_in(user).get("/dashboard/renders/?status=queued").content.decode()
+
+    assert 'href="?status=queued&amp;page=2" rel="next"' in page
+
+
 def test_the_gallery_filters_by_status(db):
     user = make_user("dev@example.com")
     failed = add_render(user, "failed", error_code="render_failed", finished_at=timezone.now())

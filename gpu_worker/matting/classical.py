@@ -19,12 +19,15 @@ matte follows from it:
 It refuses ("backdrop_not_plain") when the border is not a plain backdrop, and reports
 "no_subject_found" when nothing stands out from it.
 
-Known limits (measured by bench/matting_quality.py): a translucent area that is wide
-and meets only the backdrop (a dupatta held out from the body) is taken as opaque; one
-image on plain paper does not say how see-through a uniform panel is. JPEG artefacts
-around sub-pixel strands (most uploads) cost much of the edge detail: at quality 90 hair
-is no better than an ideal binary mask, while blur ramps keep their advantage. The
-learned engine is the answer to both.
+A see-through panel (a dupatta, a glass sheet) is found at the working resolution by
+its texture varying along the line to the backdrop colour (`find_translucent_panel`) and
+solved per pixel along that line, reading its colour as the most saturated one the
+gamut allows; the coarse solve keeps those values. Known limits (measured by
+bench/matting_quality.py): a panel with no texture at all looks exactly like an opaque
+subject of its mixed colour and is taken as opaque; a pale panel at full cover reads as
+a stronger tint at lower cover. JPEG artefacts around sub-pixel strands (most uploads)
+cost much of the edge detail: at quality 90 hair is no better than an ideal binary
+mask, while blur ramps keep their advantage. The learned engine is the answer to these.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from scipy import ndimage
 
 from gpu_worker.errors import RenderError
 from gpu_worker.matting.backdrop import Backdrop, border_mask, fit_backdrop
-from gpu_worker.matting.base import Estimate, dilate, resize_image
+from gpu_worker.matting.base import Estimate, dilate, disk, resize_image
 from gpu_worker.matting.closed_form import solve_alpha
 
 
@@ -76,6 +79,8 @@ class ClassicalAlphaEstimator:
     # Smallest difference from the backdrop (8-bit levels) that can mark a pixel as not
     # background at the working resolution, whatever the measured noise.
     background_floor: float = 10.0
+    # Look for a see-through panel (a dupatta, glass) and solve it along its colour line.
+    find_panels: bool = True
 
     def __call__(self, image: np.ndarray) -> Estimate:
         height, width = image.shape[:2]
@@ -102,27 +107,47 @@ class ClassicalAlphaEstimator:
             # backdrop colour to the nearest certain colour; anything else is opaque.
             core |= steep & ~_blends_with_backdrop(small, backdrop.render(ch, cw), core,
                                                    steep, threshold)
+        model = backdrop.render(height, width)
+        full_distance = np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
+        full_noise = _noise(full_distance)
+        full_threshold = max(self.noise_factor * full_noise, self.background_floor / 255.0)
+        panel = None
+        if self.find_panels:
+            panel = find_translucent_panel(image, model, full_distance >= full_threshold,
+                                           full_noise, full_threshold)
+        known_values = core.astype(np.float64)
+        if panel is not None:
+            # The panel's alpha is known from its colour line; the coarse solve keeps it
+            # and only fills in what lies between it and the opaque subject.
+            share = resize_image(panel.mask.astype(np.float32), ch, cw)
+            on_panel = share > 0.5
+            panel_small = resize_image(panel.alpha, ch, cw) / np.maximum(share, 1e-6)
+            core &= ~on_panel
+            known_values = np.where(on_panel, np.clip(panel_small, 0.0, 1.0), known_values)
+        else:
+            on_panel = np.zeros_like(core)
         if not core.any():
             raise RenderError("no_subject_found",
                               "No part of the image is clearly an opaque subject.")
         # Known background: backdrop-coloured pixels, minus a one-pixel ring around the
         # subject so soft edges are solved rather than clipped.
         background = ~dilate(subject, 1)
-        known = core | background
-        coarse = solve_alpha(small.astype(np.float64) / 255.0, known,
-                             core.astype(np.float64), prior=subject.astype(np.float64),
+        known = core | background | on_panel
+        coarse = solve_alpha(small.astype(np.float64) / 255.0, known, known_values,
+                             prior=subject.astype(np.float64),
                              prior_weight=self.prior_weight)
 
         alpha = resize_image(coarse, height, width).astype(np.float32)
-        model = backdrop.render(height, width)
-        full_distance = np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
-        full_threshold = max(self.noise_factor * _noise(full_distance),
-                             self.background_floor / 255.0)
+        if panel is not None:
+            alpha = np.where(panel.mask, panel.alpha, alpha)
         # Backdrop-coloured pixels are background unless the coarse solve found them
         # inside an opaque region (a white label on a bottle on white paper).
         known_background = (full_distance < full_threshold) & (alpha < 0.9)
         facts = dict(backdrop.facts)
         facts["subject_threshold_levels"] = round(full_threshold * 255.0, 2)
+        if panel is not None:
+            facts["translucent_panel_share"] = round(float(panel.mask.mean()), 4)
+            facts["translucent_panel_colour"] = [round(float(c), 4) for c in panel.colour]
         return Estimate(alpha=alpha, known_background=known_background, background=model,
                         facts=facts)
 
@@ -183,3 +208,115 @@ def _opaque_core(subject: np.ndarray, depth: float, ridge: float) -> np.ndarray:
     needed[deepest < 3.0] = np.inf
     threshold = np.concatenate([[np.inf], needed])[labels]
     return depth_map > threshold
+
+
+@dataclass(frozen=True)
+class TranslucentPanel:
+    """A see-through region (a dupatta, a glass sheet) found at the working resolution."""
+
+    mask: np.ndarray  # HxW bool: pixels explained as the panel over the backdrop
+    alpha: np.ndarray  # HxW float32: per-pixel alpha along the line backdrop -> panel colour
+    colour: np.ndarray  # (3,) float32: the panel's own colour as estimated
+
+
+def find_translucent_panel(image: np.ndarray, backdrop: np.ndarray, subject: np.ndarray,
+                           noise: float, threshold: float, min_share: float = 0.004,
+                           window: float = 2.0, min_alignment: float = 0.95,
+                           max_opacity: float = 0.9) -> TranslucentPanel | None:
+    """The see-through part of the subject, if it has one, with its alpha.
+
+    On a plain backdrop a translucent pixel is ``a * F + (1 - a) * B`` with B known.
+    Two cues separate such a panel from an opaque subject of the same colour:
+
+    * its texture (the weave of a fabric, the gaps between threads, uneven thickness of
+      glass) changes the coverage a, so the colour varies along the line from B towards
+      F and nowhere else, while the shading and print of an opaque subject vary along
+      other lines (towards black, between inks). Broad areas where nearly all local
+      colour variance lies on the backdrop line are the panel's seeds; thin responses at
+      edges between opaque regions are removed by a morphological opening.
+    * its colours stay on that one line: every pixel of the subject connected to the
+      seeds that is a blend of its backdrop and the panel colour belongs to the panel,
+      where the panel lies over an opaque part it leaves the line and is left opaque.
+
+    One image cannot say how dense the panel's own colour is (a pale tint at full
+    cover looks like a strong one at low cover); we take the most saturated colour on
+    the line that the RGB gamut allows, i.e. the most transparent reading the image
+    permits. Dyed fabrics and tinted glass are saturated, and this reading errs towards
+    letting the new background through rather than carrying the old one along.
+    Returns None when there is no such panel.
+    """
+    height, width = subject.shape
+    colour = image.astype(np.float32) * np.float32(1.0 / 255.0)
+    noise = max(noise, 1.0 / 255.0)
+    mean = cv2.GaussianBlur(colour, (0, 0), window)
+    offset = mean - backdrop
+    length = np.sqrt(np.sum(offset * offset, axis=2))
+    direction = offset / np.maximum(length, 1e-6)[..., None]
+    # Texture is what a one-pixel blur removes: a smooth ramp (a motion blur, which is a
+    # blend with the backdrop too, but one that reaches an opaque colour and is solved
+    # by the coarse stage) is linear locally and leaves nothing here.
+    detail = colour - cv2.GaussianBlur(colour, (0, 0), 1.0)
+    along = np.zeros((height, width), np.float32)
+    total = np.zeros((height, width), np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            cov = cv2.GaussianBlur(detail[..., i] * detail[..., j], (0, 0), window)
+            if i == j:
+                total += cov
+                along += direction[..., i] * direction[..., i] * cov
+            else:
+                along += 2.0 * direction[..., i] * direction[..., j] * cov
+    noise_var = noise * noise
+    # Share of the texture's variance (noise removed) that lies on the backdrop line.
+    alignment = (along - noise_var) / np.maximum(total - 3.0 * noise_var, 1e-12)
+    seeds = (subject & (along > 9.0 * noise_var) & (alignment > min_alignment)
+             & (length > threshold))
+    # Every edge of an opaque subject against the backdrop is a step along the backdrop
+    # line too, and the window sees it a few pixels either side: an opening wider than
+    # that band keeps only broad see-through areas.
+    radius = max(4, int(round(0.01 * min(height, width))))
+    seeds = cv2.morphologyEx(seeds.astype(np.uint8), cv2.MORPH_OPEN, disk(radius)).astype(bool)
+    min_area = min_share * height * width
+    labels, count = ndimage.label(seeds)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    seeds = (sizes >= min_area)[labels]
+    if not seeds.any():
+        return None
+
+    # The panel's tint: the mean direction of its most opaque half (best signal).
+    projection = length[seeds]
+    strong = projection >= np.median(projection)
+    tint = np.mean(direction[seeds][strong], axis=0)
+    tint /= max(float(np.linalg.norm(tint)), 1e-6)
+    behind = np.mean(backdrop[seeds], axis=0)
+    reach = float(_gamut_reach(behind[None, :], tint[None, :])[0])
+    if not np.isfinite(reach) or np.percentile(projection, 99) > max_opacity * reach:
+        return None  # as far from the backdrop as a colour can be: opaque
+    panel_colour = np.clip(behind + reach * tint, 0.0, 1.0).astype(np.float32)
+
+    # Small gaps in the texture evidence (a thread darker than its neighbours) are
+    # still the panel.
+    mask = cv2.morphologyEx(seeds.astype(np.uint8), cv2.MORPH_CLOSE, disk(2)).astype(bool)
+    ys, xs = np.nonzero(mask)
+    # Per pixel, along the locally measured direction (the panel's colour shades with
+    # the light across it), the most transparent reading the gamut permits.
+    local = direction[ys, xs]
+    behind_px = backdrop[ys, xs]
+    reach_px = _gamut_reach(behind_px, local)
+    observed = colour[ys, xs] - behind_px
+    values = np.sum(observed * local, axis=1) / np.maximum(reach_px, 1e-6)
+    alpha = np.zeros((height, width), np.float32)
+    alpha[ys, xs] = np.clip(values, 0.0, 1.0)
+    return TranslucentPanel(mask=mask, alpha=alpha, colour=panel_colour)
+
+
+def _gamut_reach(origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """How far (N,) one can go from each colour `origin` (Nx3) along `direction` (Nx3,
+    unit) before leaving the RGB cube: the distance to the most saturated colour."""
+    up = (1.0 - origin) / np.maximum(direction, 1e-6)
+    down = origin / np.maximum(-direction, 1e-6)
+    limits = np.where(direction > 1e-6, up, np.where(direction < -1e-6, down, np.inf))
+    return np.min(limits, axis=1)
