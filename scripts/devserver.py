@@ -60,6 +60,7 @@ def stop_all(children: list[tuple[str, subprocess.Popen]]) -> None:
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "platform_site.settings")
     redis_url = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    os.environ.setdefault("SITE_URL", f"http://{HOST}:{PORT}")
     children: list[tuple[str, subprocess.Popen]] = []
 
     def on_signal(signum: int, frame: object) -> None:
