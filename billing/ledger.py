@@ -115,8 +115,13 @@ def _append_entry(
     actor: str,
     note: str = "",
     hold: Hold | None = None,
+    also_save: tuple[str, ...] = (),
 ) -> LedgerEntry:
-    """Writes one entry and moves the cached balance with it. Caller holds the account lock."""
+    """Writes one entry and moves the cached balance with it. Caller holds the account lock.
+
+    ``also_save`` names other account fields the caller changed under the same lock, so
+    the account row is written once (a capture moves ``held`` and ``balance`` together).
+    """
     if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
         raise ValueError("a ledger amount is a non-zero integer")
     new_balance = account.balance + amount
@@ -137,7 +142,7 @@ def _append_entry(
     )
     account.balance = new_balance
     account.updated_at = now
-    account.save(update_fields=["balance", "updated_at"])
+    account.save(update_fields=["balance", "updated_at", *also_save])
     return entry
 
 
@@ -246,8 +251,6 @@ def _resolve(hold_id: int, status: HoldStatus, *, actor: str, reference: str | N
         hold.resolved_by = actor
         hold.save(update_fields=["status", "resolved_at", "resolved_by"])
         account.held -= hold.amount
-        account.updated_at = now
-        account.save(update_fields=["held", "updated_at"])
         if status == HoldStatus.CAPTURED:
             _append_entry(
                 account,
@@ -256,7 +259,11 @@ def _resolve(hold_id: int, status: HoldStatus, *, actor: str, reference: str | N
                 reference=reference or hold.reference,
                 actor=actor,
                 hold=hold,
+                also_save=("held",),
             )
+        else:
+            account.updated_at = now
+            account.save(update_fields=["held", "updated_at"])
         return True
 
 
