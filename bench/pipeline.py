@@ -4,10 +4,13 @@
     .venv/bin/python bench/pipeline.py --sizes 1,6        # skip the heavy one
     .venv/bin/python bench/pipeline.py --onnx model.onnx  # the learned engine instead
     .venv/bin/python bench/pipeline.py --renders 20       # also renders/s at 1 MP
+    .venv/bin/python bench/pipeline.py --scene tiny --sizes 1        # + generation, tiny models
+    .venv/bin/python bench/pipeline.py --scene configured --renders 20  # real model (CUDA)
 
 Each size runs in a fresh process (so peak RSS is that render's, not the generator's):
-decode the stored PNG input, matte, scene (the plain scene until scene generation is
-configured), compose, encode the PNG output and the matte; twice, reporting the second
+decode the stored PNG input, matte, scene (`--scene plain`, the default, isolates the
+image work from generation; `tiny` runs the tiny untrained diffusion models for their
+overhead on the CPU; `configured` the configured real model, for a CUDA machine), compose, encode the PNG output and the matte; twice, reporting the second
 render (a worker renders many images per process; the first render in a fresh process
 is shown apart). The model forward pass
 (`matting_forward`: the network for the learned engine; the coarse backdrop solve for
@@ -53,21 +56,33 @@ def generate(path: Path, megapixels: int) -> None:
     Image.fromarray(case.image).save(path, "PNG", compress_level=1)
 
 
-def measure(path: Path, onnx: str, renders: int) -> dict:
+def scene_generator(kind: str, matte_fn):
+    """The scene stage to time: plain (no model), the tiny demo models, or the configured one."""
+    if kind == "plain":
+        from gpu_worker.stages import PlainSceneGenerator
+
+        return PlainSceneGenerator()
+    if kind == "tiny":
+        os.environ["SCENE_MODEL"] = "tiny-demo"
+    from gpu_worker.scene import load_scene_generator
+
+    return load_scene_generator(None, matte_fn)
+
+
+def measure(path: Path, onnx: str, renders: int, scene: str = "plain") -> dict:
     """Renders the image at `path` twice in this process; returns timings and RSS."""
     from gpu_worker.composite import decode_input, encode_image, encode_matte
     from gpu_worker.matting.classical import ClassicalAlphaEstimator
     from gpu_worker.matting.engine import MattingPipeline
     from gpu_worker.pipeline import ReplaceBackgroundPipeline
-    from gpu_worker.stages import PlainSceneGenerator
-
     if onnx:
         from gpu_worker.matting.learned import load_onnx_estimator
 
         estimator = load_onnx_estimator(Path(onnx))
     else:
         estimator = ClassicalAlphaEstimator()
-    pipeline = ReplaceBackgroundPipeline(MattingPipeline(estimator), PlainSceneGenerator())
+    matting = MattingPipeline(estimator)
+    pipeline = ReplaceBackgroundPipeline(matting, scene_generator(scene, matting.matte_fn))
     data = path.read_bytes()
     baseline_rss = _peak_rss_mb()
 
@@ -94,7 +109,8 @@ def measure(path: Path, onnx: str, renders: int) -> dict:
     image = decode_input(data)
     result = {"width": image.shape[1], "height": image.shape[0], "timings_ms": timings,
               "first_render_ms": first, "baseline_rss_mb": baseline_rss,
-              "peak_rss_mb": _peak_rss_mb(), "engine": pipeline.matting.name}
+              "peak_rss_mb": _peak_rss_mb(), "engine": pipeline.matting.name,
+              "scene_engine": pipeline.scene.name}
     if renders > 0:
         started = time.perf_counter()
         for _ in range(renders):
@@ -110,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", default="", help="ONNX matting model (learned engine)")
     parser.add_argument("--renders", type=int, default=0,
                         help="also time this many back-to-back renders at 1 MP")
+    parser.add_argument("--scene", choices=("plain", "tiny", "configured"), default="plain",
+                        help="scene stage: none, tiny diffusion models, or the configured model")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--generate", default="", help=argparse.SUPPRESS)
     parser.add_argument("--megapixels", type=int, default=1, help=argparse.SUPPRESS)
@@ -118,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         generate(Path(args.generate), args.megapixels)
         return 0
     if args.child:
-        print(json.dumps(measure(Path(args.child), args.onnx, args.renders)))
+        print(json.dumps(measure(Path(args.child), args.onnx, args.renders, args.scene)))
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     threads = {k: os.environ.get(k, "default") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
     print(f"pipeline bench on {os.cpu_count()} CPUs, threads {threads}, "
-          f"engine {'learned: ' + args.onnx if args.onnx else 'classical'}")
+          f"engine {'learned: ' + args.onnx if args.onnx else 'classical'}, scene {args.scene}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         for mp in sizes:
@@ -132,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, __file__, "--generate", str(path),
                             "--megapixels", str(mp)], check=True)
             command = [sys.executable, __file__, "--child", str(path), "--onnx", args.onnx,
+                       "--scene", args.scene,
                        "--renders", str(args.renders if mp == 1 else 0)]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
             rows.append((mp, json.loads(done.stdout.strip().splitlines()[-1])))
@@ -143,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{r['timings_ms'].get(stage, 0):12.0f}" for _, r in rows)
         print(f"{stage:22s}{cells}")
     print("-" * len(header))
-    other = [sum(v for k, v in r["timings_ms"].items() if k in STAGES and k != FORWARD)
+    # With a diffusion model, the scene stage is model forward passes too (its own
+    # non-model overhead is broken down by bench/scene_generation.py).
+    model_stages = {FORWARD} | ({"scene"} if args.scene != "plain" else set())
+    other = [sum(v for k, v in r["timings_ms"].items() if k in STAGES and k not in model_stages)
              for _, r in rows]
-    print(f"{'forward pass':22s}" + "".join(f"{r['timings_ms'][FORWARD]:12.0f}" for _, r in rows))
+    forward = [sum(r["timings_ms"].get(k, 0) for k in model_stages) for _, r in rows]
+    print(f"{'forward passes':22s}" + "".join(f"{v:12.0f}" for v in forward))
     print(f"{'all but forward':22s}" + "".join(f"{v:12.0f}" for v in other))
-    first = [sum(v for k, v in r["first_render_ms"].items() if k in STAGES and k != FORWARD)
-             for _, r in rows]
+    first = [sum(v for k, v in r["first_render_ms"].items()
+                 if k in STAGES and k not in model_stages) for _, r in rows]
     print(f"{'  first render':22s}" + "".join(f"{v:12.0f}" for v in first))
     print(f"{'peak RSS (MB)':22s}" + "".join(f"{r['peak_rss_mb']:12.0f}" for _, r in rows))
     print(f"{'  of which imports':22s}" + "".join(f"{r['baseline_rss_mb']:12.0f}"
