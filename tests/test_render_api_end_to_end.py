@@ -121,6 +121,26 @@ def test_a_render_the_worker_fails_charges_nothing(default_engine_worker, settin
 
 
 @pytest.mark.usefixtures("render_env")
+def test_without_scene_weights_the_worker_starts_and_renders_fail_model_unavailable_for_free(
+        workers, settings, tmp_path):
+    settings.RENDER_SYNC_WINDOW_SECONDS = 55
+    # The production default model, with an empty model directory: what `make run`
+    # gets on a machine where nobody ran `python -m gpu_worker fetch-models`.
+    workers.use(None, SCENE_MODEL="sdxl-inpainting", MODEL_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
+    user = make_user("noweights@example.com")
+    client = api_client(user)
+
+    response = post_render(client, image=product_png(64))
+
+    assert response.status_code == 503, response.content
+    body = response.json()
+    assert body["error"]["code"] == "model_unavailable"
+    assert body["render"]["status"] == "failed" and body["render"]["credits_charged"] == 0
+    assert account(user).balance == 10 * CREDITS and account(user).held == 0
+    assert usage_entries(user) == 0
+
+
+@pytest.mark.usefixtures("render_env")
 def test_a_render_longer_than_the_sync_window_answers_202_and_later_succeeds(workers, settings):
     settings.RENDER_SYNC_WINDOW_SECONDS = 0.3
     workers.use("echo", WORKER_ECHO_DELAY_MS="1500")
