@@ -6,8 +6,6 @@ with a reason and a name, and ``audit_ledger`` keeps balancing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -16,20 +14,17 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from billing import ledger
-from billing.models import CreditAccount, CreditPack, Hold, LedgerEntry, Purchase, StripeEvent
+from billing.models import (
+    CreditAccount,
+    CreditPack,
+    Hold,
+    LedgerEntry,
+    Purchase,
+    StripeEvent,
+)
+from platform_site.admin_base import ReadOnlyAdmin
 
 MAX_ADJUSTMENT = 10_000_000
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class AdjustmentForm(forms.Form):

@@ -7,17 +7,7 @@ from typing import Any
 from django.contrib import admin
 
 from imaging.models import IdempotencyRecord, Render, RenderEvent
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
+from platform_site.admin_base import ReadOnlyAdmin
 
 
 class RenderEventInline(admin.TabularInline):
