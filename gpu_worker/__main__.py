@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("models ready in %d ms: %s", (time.perf_counter() - started) * 1000,
              runtime.report)
     run_worker(config.redis_url, config.queue, burst=args.burst, max_jobs=args.max_jobs,
-               name=args.name)
+               name=args.name, connect_timeout=config.redis_connect_timeout,
+               socket_timeout=config.redis_socket_timeout, heartbeat_ttl=config.heartbeat_ttl)
     return 0
 
 

@@ -5,7 +5,13 @@ side's settings read (REDIS_URL, STORAGE_DIR, S3_*) plus its own:
 
 ==========================  ==========================================================
 REDIS_URL                   redis://127.0.0.1:6379/0
+REDIS_CONNECT_TIMEOUT_SECONDS  2: connect timeout of every Redis client (as the web's)
+REDIS_SOCKET_TIMEOUT_SECONDS   5: socket timeout of ordinary commands (rq raises it above
+                            its dequeue block for the worker's own connection)
 GPU_QUEUE                   gpu (the queue the web enqueues renders on)
+WORKER_HEARTBEAT_TTL_SECONDS  30: a render whose worker has not heartbeated for this long
+                            is reaped as lost (and retried once) by the web side
+STORAGE_FILE_MODE           0644: mode of the files the worker writes (the web serves them)
 MODEL_DIR                   <repo>/var/models: where `fetch-models` puts weights
 WORKER_ENGINE               full (real pipeline) | echo (no models; see gpu_worker.echo)
 WORKER_ECHO_DELAY_MS        0: how long an echo render takes
@@ -50,7 +56,10 @@ class WeightSpec:
 @dataclass(frozen=True)
 class WorkerConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_connect_timeout: float = 2.0
+    redis_socket_timeout: float = 5.0
     queue: str = "gpu"
+    heartbeat_ttl: int = 30
     model_dir: Path = REPO_ROOT / "var" / "models"
     worker_engine: str = "full"
     echo_delay_ms: int = 0
@@ -97,7 +106,10 @@ class WorkerConfig:
         model_path = get("MATTING_MODEL_PATH", "")
         return cls(
             redis_url=get("REDIS_URL", default.redis_url),
+            redis_connect_timeout=float(get("REDIS_CONNECT_TIMEOUT_SECONDS", str(default.redis_connect_timeout))),
+            redis_socket_timeout=float(get("REDIS_SOCKET_TIMEOUT_SECONDS", str(default.redis_socket_timeout))),
             queue=get("GPU_QUEUE", default.queue),
+            heartbeat_ttl=max(3, int(get("WORKER_HEARTBEAT_TTL_SECONDS", str(default.heartbeat_ttl)))),
             model_dir=Path(get("MODEL_DIR", str(default.model_dir))),
             worker_engine=choice("WORKER_ENGINE", "full", ("full", "echo")),
             echo_delay_ms=int(get("WORKER_ECHO_DELAY_MS", "0")),

@@ -52,9 +52,21 @@ def validate_key(key: str) -> str:
     return key
 
 
+DEFAULT_FILE_MODE = 0o644
+
+
+def file_mode(env: Mapping[str, str]) -> int:
+    """STORAGE_FILE_MODE as an octal mode ("0644", "640"); the web side reads the same."""
+    raw = env.get("STORAGE_FILE_MODE", "").strip()
+    return int(raw, 8) if raw else DEFAULT_FILE_MODE
+
+
 @dataclass
 class LocalStorage:
     root: Path
+    # Readable by a web server running as another user on the same shared disk
+    # (mkstemp alone would leave 0600 files nobody else can serve).
+    mode: int = DEFAULT_FILE_MODE
 
     def _path(self, key: str) -> Path:
         path = (self.root / validate_key(key)).resolve()
@@ -81,6 +93,7 @@ class LocalStorage:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+            os.chmod(tmp, self.mode)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -127,4 +140,4 @@ def open_storage(environ: Mapping[str, str] | None = None) -> Storage:
         )
         return S3Storage(bucket=bucket, client=client)
     root = Path(env.get("STORAGE_DIR", "").strip() or REPO_ROOT / "var" / "media")
-    return LocalStorage(root=root)
+    return LocalStorage(root=root, mode=file_mode(env))

@@ -3,8 +3,10 @@
 The web side enqueues it on the "gpu" queue by dotted path with RQ's JSON serializer,
 so both the payload and the result are plain JSON dicts:
 
-payload: render_id, input_key (an 8-bit sRGB RGB PNG in storage), output_key, matte_key,
-         output_format ("png" | "jpeg" | "webp"), scene_prompt, preserve_shadow, seed
+payload: render_id, attempt, input_key (an 8-bit sRGB RGB PNG in storage), output_key,
+         matte_key (both per attempt), output_format ("png" | "jpeg" | "webp"),
+         scene_prompt, preserve_shadow, seed (the web side picks one when the client
+         sent none, so a retried attempt paints the same scene)
 result:  output_key, matte_key, width, height, format, seed, scene_generated,
          timings_ms {stage: int ms, ..., "total"}, subject {facts}, engine {matting, scene}
 
@@ -13,7 +15,8 @@ While it runs the task keeps ``job.meta["stage"]`` ("matting", "generating",
 dashboard. On failure it stores ``job.meta["error"] = {"code", "message"}`` BEFORE
 raising, with a code from `gpu_worker.errors`, so the web side can read the code from
 the failed job. Settlement on the Django side is requested by the worker process once
-the job's final state is saved (see `gpu_worker.worker`).
+the job's final state is saved (see `gpu_worker.worker`). A job of a render the web
+side has already ended (``imaging:render-job:<render id>`` is ``settled``) is skipped.
 
 The models are loaded once per process: the worker builds a `Runtime` at start and
 installs it here (`install`). Called in a process that has none (an ordinary RQ worker,
@@ -130,10 +133,30 @@ def _save_meta(job: Job | None, **values: Any) -> None:
         log.warning("could not save job meta for %s", job.id, exc_info=True)
 
 
+# Shared by name with imaging.dispatch: "settled" once the render has ended.
+RENDER_JOB_KEY_PREFIX = "imaging:render-job:"
+
+
+def _already_settled(job: Job | None, payload: Any) -> bool:
+    """True when the web side has ended this render: a GPU run would be wasted."""
+    render_id = payload.get("render_id") if isinstance(payload, dict) else None
+    if job is None or not isinstance(render_id, str):
+        return False
+    try:
+        return job.connection.get(f"{RENDER_JOB_KEY_PREFIX}{render_id}") == b"settled"
+    except Exception:  # cannot tell: rendering is the safe side
+        log.warning("could not check whether render %s is settled", render_id, exc_info=True)
+        return False
+
+
 def replace_background(payload: dict[str, Any]) -> dict[str, Any]:
     """Renders one image (see the module docstring for the payload and result)."""
     started = time.perf_counter()
     job = get_current_job()
+    if _already_settled(job, payload):
+        log.info("job %s: render %s has already ended; skipped", getattr(job, "id", "?"),
+                 payload.get("render_id"))
+        return {"skipped": "the render has already ended"}
     try:
         request = RenderRequest.from_payload(payload)
         runtime = current_runtime()

@@ -6,8 +6,9 @@ run in the process that loaded the models. Restarting after `--max-jobs` renders
 supervisor starts a fresh process) bounds any slow leak.
 
 SIGTERM (and Ctrl-C) is a warm shutdown: RQ lets the current render finish, then the
-process exits; a second signal stops at once. The render sweeper on the Django side
-fails and refunds whatever a killed worker left behind.
+process exits; a second signal stops at once. A worker that dies mid-render stops
+heartbeating; the Django side then retries the render once on another worker, and
+fails and refunds it only if that one is lost too.
 
 Settlement: when a render ends, successfully or not, the worker enqueues
 ``imaging.tasks.settle_render(render_id)`` on the "default" queue (JSON serializer) so
@@ -19,9 +20,12 @@ RQ callback (both run before that save), so the settle job always sees the final
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -35,6 +39,17 @@ SETTLE_TASK = "imaging.tasks.settle_render"
 
 # Shared by name with imaging.dispatch (the two sides share Redis, not code).
 WAITER_KEY_PREFIX = "imaging:waiter:"
+
+
+def redis_client(url: str, *, connect_timeout: float, socket_timeout: float) -> Redis:
+    """The worker's Redis client, every timeout explicit (as the web side's clients).
+
+    rq raises the socket timeout of a worker's connection above its dequeue block
+    (``BaseWorker._set_connection``), so the blocking dequeue never times out early.
+    """
+    return Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
+                          retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+                          health_check_interval=30)
 
 
 def request_settlement(connection: Redis, job: Job) -> None:
@@ -57,25 +72,57 @@ def request_settlement(connection: Redis, job: Job) -> None:
         log.exception("could not check for a waiting request; enqueueing settlement")
     try:
         Queue(SETTLE_QUEUE, connection=connection, serializer=JSONSerializer).enqueue(
-            SETTLE_TASK, render_id)
+            SETTLE_TASK, render_id, job.id)
     except Exception:
         # The sweeper settles renders nobody settled; losing this signal costs latency only.
         log.exception("could not enqueue settlement for render %s", render_id)
 
 
 class GpuWorker(SimpleWorker):
-    """Runs renders in-process and asks the Django side to settle each one."""
+    """Runs renders in-process, heartbeats while it does, and asks for settlement.
+
+    rq's SimpleWorker heartbeats only between jobs, with a TTL of the job timeout plus
+    a minute, so a worker killed mid-render would be noticed minutes later. Here a
+    thread renews the job's execution every third of ``heartbeat_ttl`` while the render
+    runs: a worker that dies (kill -9, OOM, a lost machine) stops renewing, and the
+    web side's reaping (``StartedJobRegistry.cleanup``) marks its job abandoned within
+    ``heartbeat_ttl`` seconds, which retries the render on another worker.
+    """
+
+    def __init__(self, *args: Any, heartbeat_ttl: int = 30, **kwargs: Any) -> None:
+        self.render_heartbeat_ttl = heartbeat_ttl
+        super().__init__(*args, **kwargs)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.render_heartbeat_ttl
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, execution, stop), daemon=True,
+                                name=f"heartbeat {job.id}")
+        beat.start()
         try:
             return super().perform_job(job, queue, execution)
         finally:
+            stop.set()
+            beat.join(timeout=5)
             request_settlement(self.connection, job)
+
+    def _beat(self, job: Job, execution: Any, stop: threading.Event) -> None:
+        interval = max(1.0, self.render_heartbeat_ttl / 3)
+        while not stop.wait(interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:  # Redis away for a moment: the next beat tries again
+                log.warning("heartbeat for job %s failed", job.id, exc_info=True)
 
 
 def run_worker(redis_url: str, queue: str = "gpu", burst: bool = False,
-               max_jobs: int | None = None, name: str | None = None) -> bool:
+               max_jobs: int | None = None, name: str | None = None, *,
+               connect_timeout: float = 2.0, socket_timeout: float = 5.0,
+               heartbeat_ttl: int = 30) -> bool:
     """Takes jobs until stopped (or the queue is empty, with `burst`)."""
-    connection = Redis.from_url(redis_url)
-    worker = GpuWorker([queue], connection=connection, serializer=JSONSerializer, name=name)
+    connection = redis_client(redis_url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+    worker = GpuWorker([queue], connection=connection, serializer=JSONSerializer, name=name,
+                       heartbeat_ttl=heartbeat_ttl)
     return worker.work(burst=burst, max_jobs=max_jobs, logging_level="INFO")

@@ -9,15 +9,21 @@ Response codes of the POST:
   status (e.g. 422 ``no_subject_found``, 503 ``model_unavailable``), with the failed
   render object under ``"render"``. Nothing is charged.
 * Request errors (4xx) before any render exists: the error shape; nothing reserved.
+  A key that cannot pay for a render gets 402 before anything is fetched or decoded.
+* 503 ``queue_unavailable`` / ``storage_unavailable`` only before anything is
+  reserved. Once the render exists, a failure of Redis, the database or our own code
+  answers 202 with the render's id and ``status_url``: the client always learns it.
 
 Every render response carries ``X-Credits-Charged`` and ``X-Credits-Remaining``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,10 +33,12 @@ from billing import ledger
 from imaging import idempotency, lifecycle
 from imaging.models import Render, RenderStatus
 from imaging.ratelimit import ApiKeyRateThrottle
-from imaging.renders import RenderParams, load_input_image, submit_render
+from imaging.renders import RenderParams, load_input_image, refuse_if_short, submit_render
 from imaging.schema import render_detail_schema, replace_background_schema
 from imaging.serializers import RenderRequestSerializer, RenderSerializer
 from platform_site.api_errors import REGISTRY, ApiError, error_body
+
+log = logging.getLogger(__name__)
 
 # Multipart overhead allowed on top of the largest accepted image.
 MAX_FORM_OVERHEAD_BYTES = 1_000_000
@@ -41,16 +49,26 @@ def base_url(request: Request) -> str:
     return request.build_absolute_uri("/").rstrip("/")
 
 
-def render_body(request: Request, render: Render, credits_remaining: int) -> dict[str, Any]:
+def render_body(request: Request, render: Render, credits_remaining: int | None) -> dict[str, Any]:
     context = {"base_url": base_url(request), "credits_remaining": credits_remaining}
     return RenderSerializer(render, context=context).data
 
 
+def _credits_remaining(render: Render) -> int | None:
+    try:
+        return ledger.balances(render.user_id).available
+    except DatabaseError:
+        log.warning("render %s: could not read the owner's credits", render.public_id, exc_info=True)
+        return None
+
+
 def render_response(request: Request, render: Render, *, for_create: bool = True) -> Response:
     """The response for a render: 200 / 202 / failure shape for POST, always 200 for GET."""
-    remaining = ledger.balances(render.user_id).available
+    remaining = _credits_remaining(render)
     body = render_body(request, render, remaining)
-    headers = {"X-Credits-Charged": str(render.credits_charged), "X-Credits-Remaining": str(remaining)}
+    headers = {"X-Credits-Charged": str(render.credits_charged)}
+    if remaining is not None:
+        headers["X-Credits-Remaining"] = str(remaining)
     if not for_create or render.status == RenderStatus.SUCCEEDED:
         status = 200
     elif render.status == RenderStatus.FAILED:
@@ -102,32 +120,55 @@ class ReplaceBackgroundView(APIView):
         params = RenderParams.from_validated(serializer.validated_data)
         upload = serializer.validated_data.get("image_file")
 
-        record = None
+        claim = None
         if key is not None:
             digest = idempotency.file_digest(upload) if upload is not None else None
-            claim = idempotency.claim(
+            claim = idempotency.Claim(
                 request.user, key,
-                idempotency.fingerprint(request.path, _fields_for_fingerprint(request), digest),
-                resolve_stale=lambda render: render_response(request, lifecycle.refresh(render, actor="request")),
-            )
-            if claim.replay_response is not None:
-                return claim.replay_response
-            record = claim.record
-
-        render = None
+                idempotency.fingerprint(request.path, _fields_for_fingerprint(request), digest))
+            earlier = idempotency.lookup(claim, answer=lambda render: _current_answer(request, render))
+            if earlier is not None:
+                return earlier
+        refuse_if_short(request.user)
+        image = load_input_image(image_url=params.image_url, upload=upload)
         try:
-            image = load_input_image(image_url=params.image_url, upload=upload)
-            render = submit_render(request.user, request.auth, params, image)
-            idempotency.attach_render(record, render)
-            render = lifecycle.wait_and_settle(
-                render, float(settings.RENDER_SYNC_WINDOW_SECONDS), actor="request")
-            response = render_response(request, render)
-        except BaseException:
-            if render is None:
-                idempotency.release(record)
-            raise
-        idempotency.finish(record, response)
+            render = submit_render(request.user, request.auth, params, image, claim=claim)
+        except idempotency.KeyTaken:
+            assert claim is not None
+            earlier = idempotency.lookup(claim, answer=lambda render: _current_answer(request, render))
+            if earlier is None:
+                raise idempotency.in_use_error() from None
+            return earlier
+        response = _answer_after_submit(request, render)
+        idempotency.remember(claim, render, response)
         return response
+
+
+def _current_answer(request: Request, render: Render) -> Response:
+    return render_response(request, lifecycle.refresh(render, actor="request"))
+
+
+def _answer_after_submit(request: Request, render: Render) -> Response:
+    """Waits for the render, then answers; once it exists, never an error without it.
+
+    Whatever fails from here on (Redis, the database, a bug), the client is told the
+    render's id: a 202 with its status URL, from which GET, the settle job or the
+    sweeper carry it to its end.
+    """
+    try:
+        render = lifecycle.wait_and_settle(render, float(settings.RENDER_SYNC_WINDOW_SECONDS), actor="request")
+    except Exception:
+        log.exception("render %s (request %s): waiting failed; answering 202", render.public_id,
+                      getattr(request, "request_id", None))
+    try:
+        return render_response(request, render)
+    except Exception:
+        log.exception("render %s (request %s): answering 202 without the full render object",
+                      render.public_id, getattr(request, "request_id", None))
+        status_url = f"{base_url(request)}/v1/renders/{render.public_id}"
+        body = {"id": render.public_id, "object": "render", "status": render.status, "status_url": status_url}
+        return Response(body, status=202, headers={"Retry-After": str(POLL_AFTER_SECONDS), "Location": status_url,
+                                                   "X-Credits-Charged": "0"})
 
 
 class RenderDetailView(APIView):

@@ -34,3 +34,7 @@ INVALID_IMAGE = register(
     "invalid_image", 422, "invalid_request_error",
     "The image is empty, truncated or corrupt and cannot be decoded.",
 )
+STORAGE_UNAVAILABLE = register(
+    "storage_unavailable", 503, "api_error",
+    "File storage could not be read or written right now; nothing was charged. Retry shortly.",
+)

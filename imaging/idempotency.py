@@ -1,49 +1,75 @@
 """Idempotency-Key, with Stripe's semantics, scoped to the key's owner.
 
-* The first request with a key claims it: an INSERT under a unique constraint on
-  (user, key), so of several concurrent duplicates exactly one proceeds.
+* A key's record is created in the same transaction as the hold and the render it
+  stands for (``imaging.renders.submit_render``), under a unique constraint on
+  (user, key). So a key has a record exactly when it has a render: a process that
+  dies anywhere leaves either nothing (a retry starts afresh) or all three (a retry
+  finds the render), never a render without its key or a key without its render.
+  Of several concurrent duplicates exactly one INSERT wins; the others roll back
+  their hold and render and answer from the winner's record.
 * Same key, same request, within IDEMPOTENCY_TTL_SECONDS (24 h): the first response
   again, byte for byte the same body and status, plus ``Idempotent-Replayed: true``;
   no second render, no second charge.
 * Same key, different request: 422 ``idempotency_key_reused``.
-* Same key while the first request is still running: 409 ``idempotency_key_in_use``.
+* Same key while the first request is still waiting on its render: 409
+  ``idempotency_key_in_use``. "Still waiting" is the waiter mark the request keeps on
+  the render's job in Redis (``imaging.dispatch.has_waiter``). When nobody waits (the
+  first request died, or answered but could not record its answer), a retry is told
+  the render's current state instead, so the client learns the render it paid for.
 
 "Same request" is a fingerprint of the endpoint, the parsed fields (so JSON key order
 and multipart boundaries do not matter) and the uploaded file's SHA-256.
 
 Which outcomes are remembered: every response once a render exists (200, 202, or a
 failed render). A request refused before any render was created (validation, an
-unfetchable image, 402, 429) remembers nothing and frees the key, because nothing
-happened that a retry could duplicate, and a client retrying after buying credits or
-fixing its URL should not be told the old answer for a day. (Stripe likewise does not
-save validation failures.)
-
-A claim whose request died mid-way (a crashed process) would block its key for 24
-hours; once it is older than the sync window plus a margin, it is resolved from its
-render's state, or freed if it never got as far as a render.
+unfetchable image, 402, 429) leaves no record, because nothing happened that a retry
+could duplicate, and a client retrying after buying credits or fixing its URL should
+not be told the old answer for a day. (Stripe likewise does not save validation
+failures.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
+import redis
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError
 from django.utils import timezone
 from rest_framework.response import Response
 
+from imaging import dispatch
 from imaging.models import IdempotencyRecord, Render
 from platform_site.api_errors import ApiError
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Response headers worth replaying (X-Request-Id stays fresh: it names this request).
 REMEMBERED_HEADERS = ("Retry-After", "Location", "X-Credits-Charged", "X-Credits-Remaining")
+# Records written before keys and renders were created together may lack a render; one
+# that old is a request that died before creating anything.
 STALE_MARGIN_SECONDS = 60
+
+
+class KeyTaken(Exception):
+    """A concurrent request with the same key created its render first."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request's key and fingerprint, before anything is created."""
+
+    user: Any
+    key: str
+    fingerprint: str
 
 
 def key_from_request(request: Any) -> str | None:
@@ -81,10 +107,6 @@ def _ttl() -> timedelta:
     return timedelta(seconds=int(settings.IDEMPOTENCY_TTL_SECONDS))
 
 
-def _stale_after() -> timedelta:
-    return timedelta(seconds=float(settings.RENDER_SYNC_WINDOW_SECONDS) + STALE_MARGIN_SECONDS)
-
-
 def replay(record: IdempotencyRecord) -> Response:
     response = Response(record.response_body, status=record.response_status)
     for name, value in (record.response_headers or {}).items():
@@ -93,76 +115,78 @@ def replay(record: IdempotencyRecord) -> Response:
     return response
 
 
-class Claim:
-    """The outcome of claiming a key: either ours to fill, or an answer to replay."""
-
-    def __init__(self, record: IdempotencyRecord | None, replay_response: Response | None = None):
-        self.record = record
-        self.replay_response = replay_response
+def in_use_error() -> ApiError:
+    return ApiError("idempotency_key_in_use",
+                    f"A request with this {HEADER} is still running; retry when it has finished.",
+                    param=HEADER, headers={"Retry-After": "1"})
 
 
-def claim(user: Any, key: str, print_: str, *, resolve_stale: Any) -> Claim:
-    """Claims ``key`` for this request, or returns the remembered response.
+def _first_request_waits(render: Render) -> bool:
+    try:
+        return dispatch.has_waiter(render.job_id)
+    except redis.RedisError:
+        return False  # cannot tell: answering from the render is safe either way
 
-    ``resolve_stale(render) -> Response`` answers for a stale claim that has a render.
-    Raises 422 idempotency_key_reused or 409 idempotency_key_in_use.
+
+def lookup(claim: Claim, *, answer: Callable[[Render], Response]) -> Response | None:
+    """The answer for a key that was used before, or None when this request may proceed.
+
+    ``answer(render) -> Response`` builds the response for a render whose first
+    request is no longer waiting on it. Raises 422 idempotency_key_reused or 409
+    idempotency_key_in_use.
     """
-    for _ in range(5):
-        try:
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(user=user, key=key, fingerprint=print_)
-            return Claim(record)
-        except IntegrityError:
-            pass
-        existing = IdempotencyRecord.objects.filter(user=user, key=key).first()
-        if existing is None:
-            continue  # freed between our INSERT and this read: try again
-        now = timezone.now()
-        if existing.created_at < now - _ttl():
-            IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
-            continue
-        if existing.fingerprint != print_:
-            raise ApiError("idempotency_key_reused",
-                           f"This {HEADER} was already used with a different request.", param=HEADER)
-        if existing.state == IdempotencyRecord.State.DONE:
-            return Claim(None, replay(existing))
-        if existing.created_at >= now - _stale_after():
-            raise ApiError("idempotency_key_in_use",
-                           f"A request with this {HEADER} is still running; retry when it has finished.",
-                           param=HEADER, headers={"Retry-After": "1"})
-        if existing.render_id is None:
-            IdempotencyRecord.objects.filter(pk=existing.pk, state=IdempotencyRecord.State.IN_PROGRESS,
-                                             render__isnull=True).delete()
-            continue
-        response = resolve_stale(Render.objects.get(pk=existing.render_id))
-        finish(existing, response)
-        return Claim(None, replay(existing))
-    raise ApiError("idempotency_key_in_use",
-                   f"A request with this {HEADER} is still running; retry when it has finished.",
-                   param=HEADER, headers={"Retry-After": "1"})
+    existing = IdempotencyRecord.objects.filter(user=claim.user, key=claim.key).select_related("render").first()
+    if existing is None:
+        return None
+    now = timezone.now()
+    if existing.created_at < now - _ttl():
+        IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
+        return None
+    if existing.fingerprint != claim.fingerprint:
+        raise ApiError("idempotency_key_reused",
+                       f"This {HEADER} was already used with a different request.", param=HEADER)
+    if existing.state == IdempotencyRecord.State.DONE:
+        return replay(existing)
+    render = existing.render
+    if render is None:
+        stale = now - timedelta(seconds=float(settings.RENDER_SYNC_WINDOW_SECONDS) + STALE_MARGIN_SECONDS)
+        if existing.created_at < stale:
+            IdempotencyRecord.objects.filter(pk=existing.pk, render__isnull=True).delete()
+            return None
+        raise in_use_error()
+    if _first_request_waits(render):
+        raise in_use_error()
+    response = answer(render)
+    if Render.objects.filter(pk=render.pk, status__in=("succeeded", "failed")).exists():
+        remember(claim, render, response)
+    response[REPLAYED_HEADER] = "true"
+    return response
 
 
-def attach_render(record: IdempotencyRecord | None, render: Render) -> None:
-    if record is not None:
-        IdempotencyRecord.objects.filter(pk=record.pk).update(render=render)
-        record.render = render
+def create_record(claim: Claim | None) -> IdempotencyRecord | None:
+    """Inserts the key's record; call inside the transaction that creates its render.
+
+    Raises IntegrityError when a concurrent twin inserted first (the caller rolls
+    back and raises KeyTaken).
+    """
+    if claim is None:
+        return None
+    return IdempotencyRecord.objects.create(user=claim.user, key=claim.key, fingerprint=claim.fingerprint)
 
 
-def finish(record: IdempotencyRecord | None, response: Response) -> None:
-    """Remembers the response the client got, for replays within the next 24 hours."""
-    if record is None:
+def remember(claim: Claim | None, render: Render, response: Response) -> None:
+    """Remembers the response the client got, for replays within the next 24 hours.
+
+    Best effort: if the database refuses now, a retry is answered from the render.
+    """
+    if claim is None:
         return
-    record.state = IdempotencyRecord.State.DONE
-    record.response_status = response.status_code
-    record.response_body = response.data
-    record.response_headers = {h: response[h] for h in REMEMBERED_HEADERS if response.has_header(h)}
-    IdempotencyRecord.objects.filter(pk=record.pk).update(
-        state=record.state, response_status=record.response_status,
-        response_body=record.response_body, response_headers=record.response_headers,
-    )
-
-
-def release(record: IdempotencyRecord | None) -> None:
-    """Frees the key after a request that created nothing (see the module docstring)."""
-    if record is not None:
-        IdempotencyRecord.objects.filter(pk=record.pk, render__isnull=True).delete()
+    headers = {h: response[h] for h in REMEMBERED_HEADERS if response.has_header(h)}
+    try:
+        IdempotencyRecord.objects.filter(
+            user=claim.user, key=claim.key, render=render, state=IdempotencyRecord.State.IN_PROGRESS,
+        ).update(state=IdempotencyRecord.State.DONE, response_status=response.status_code,
+                 response_body=response.data, response_headers=headers)
+    except DatabaseError:
+        log.warning("render %s: could not remember its response for %s", render.public_id, HEADER,
+                    exc_info=True)

@@ -70,6 +70,13 @@ class Render(models.Model):
     hold_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     credits_charged = models.PositiveIntegerField(default=0)
 
+    # Which run is current. Every job that runs the render (the first, a retry after a
+    # lost worker, a re-enqueue after Redis lost the queue) is a new attempt with its own
+    # job id and its own output keys, so a stray earlier run can never replace what the
+    # customer was shown; only the current attempt's outcome settles the render.
+    attempt = models.PositiveSmallIntegerField(default=1)
+    workers_lost = models.PositiveSmallIntegerField(default=0)
+
     # What the worker reported.
     job_id = models.CharField(max_length=64, blank=True, default="")
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -80,7 +87,10 @@ class Render(models.Model):
     subject = models.JSONField(default=dict, blank=True)
     engine = models.JSONField(default=dict, blank=True)
     error_code = models.CharField(max_length=64, blank=True, default="")
+    # What clients see: always the error registry's text for error_code.
     error_message = models.TextField(blank=True, default="")
+    # What happened inside (exception text, worker messages): for staff and logs only.
+    error_detail = models.TextField(blank=True, default="")
 
     created_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)

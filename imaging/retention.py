@@ -14,13 +14,23 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from imaging import storage_keys
 from imaging.models import TERMINAL_STATUSES, Render, RenderEvent
 
 
+def stored_keys(render: Render) -> set[str]:
+    """Every file the render may have: its input, and each attempt's output and matte
+    (a stray earlier attempt may have written its own before it was superseded)."""
+    keys = {render.input_key, render.output_key, render.matte_key}
+    for attempt in range(1, render.attempt + 1):
+        keys.add(storage_keys.output_key(render.public_id, render.output_format, attempt))
+        keys.add(storage_keys.matte_key(render.public_id, attempt))
+    return {key for key in keys if key}
+
+
 def purge_due(render: Render) -> None:
-    for key in {render.input_key, render.output_key, render.matte_key}:
-        if key:
-            default_storage.delete(key)  # deleting a missing file is not an error
+    for key in stored_keys(render):
+        default_storage.delete(key)  # deleting a missing file is not an error
     with transaction.atomic():
         moved = Render.objects.filter(pk=render.pk, files_purged_at__isnull=True).update(
             files_purged_at=timezone.now())

@@ -62,14 +62,30 @@ def signed_url(key: str, *, base_url: str | None = None, ttl: int | None = None,
     return SignedUrl(base + path, expires_at)
 
 
+# A Unix time in seconds has 10 digits until the year 2286; anything longer is forged.
+MAX_EXPIRES_DIGITS = 12
+_SIGNATURE_LENGTH = 64  # SHA-256, hex
+
+
+def _is_ascii_digits(value: str | None, max_length: int) -> bool:
+    # str.isdigit() alone accepts "²" and other Unicode digits that int() refuses.
+    return bool(value) and len(value) <= max_length and value.isascii() and value.isdigit()
+
+
+def _is_hex_signature(value: str | None) -> bool:
+    return (value is not None and len(value) == _SIGNATURE_LENGTH and value.isascii()
+            and all(c in "0123456789abcdef" for c in value))
+
+
 def verify(key: str, expires: str | None, signature: str | None, *, now: float | None = None) -> None:
     """Raises SignatureError unless (key, expires) was signed by us and has not expired.
 
     The signature is checked before the expiry so that an attacker learns nothing
     about which expiry values would be accepted.
     """
-    if not expires or not signature or not expires.isdigit():
+    if not _is_ascii_digits(expires, MAX_EXPIRES_DIGITS) or not _is_hex_signature(signature):
         raise SignatureError("url_signature_invalid", "This link is missing its signature.")
+    assert expires is not None and signature is not None
     if not hmac.compare_digest(_signature(key, int(expires)), signature):
         raise SignatureError("url_signature_invalid", "This link's signature does not match.")
     if int(expires) <= (time.time() if now is None else now):

@@ -22,13 +22,19 @@ def input_key(public_id: str) -> str:
     return f"inputs/{public_id}.png"
 
 
-def output_key(public_id: str, output_format: str) -> str:
-    return f"outputs/{public_id}.{OUTPUT_EXTENSIONS[output_format]}"
+def job_id(public_id: str, attempt: int) -> str:
+    """The rq job id of one attempt: each attempt has its own job and outcome stream."""
+    return f"{public_id}-{attempt}"
 
 
-def matte_key(public_id: str) -> str:
+def output_key(public_id: str, output_format: str, attempt: int) -> str:
+    # Per attempt: a stray earlier run writes its own file, never the one a client has.
+    return f"outputs/{public_id}-{attempt}.{OUTPUT_EXTENSIONS[output_format]}"
+
+
+def matte_key(public_id: str, attempt: int) -> str:
     # The matte is always a lossless 8-bit PNG, whatever the output format.
-    return f"mattes/{public_id}.png"
+    return f"mattes/{public_id}-{attempt}.png"
 
 
 def content_type_for(key: str) -> str | None:

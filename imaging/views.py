@@ -7,6 +7,7 @@ work in an ``<img>`` tag or a browser for as long as they are valid.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.core.files.storage import default_storage
@@ -17,7 +18,9 @@ from rest_framework.views import APIView
 
 from imaging import signed_urls, storage_keys
 from imaging.schema import signed_file_schema
-from platform_site.api_errors import ApiError
+from platform_site.api_errors import REGISTRY, ApiError
+
+log = logging.getLogger(__name__)
 
 
 class SignedFileView(APIView):
@@ -26,6 +29,9 @@ class SignedFileView(APIView):
 
     @signed_file_schema
     def get(self, request: Request, key: str) -> FileResponse:
+        # Keys we write are short printable ASCII; anything else was never signed.
+        if not (key.isascii() and key.isprintable() and len(key) <= 255):
+            raise ApiError("not_found", "No such file.")
         try:
             signed_urls.verify(key, request.query_params.get("expires"),
                                request.query_params.get("signature"))
@@ -39,6 +45,10 @@ class SignedFileView(APIView):
         except FileNotFoundError:
             # Signed but gone: deleted by the retention command.
             raise ApiError("not_found", "This file is no longer stored.") from None
+        except OSError:
+            # Stored but unreadable (permissions, a shared disk away): ours to fix.
+            log.exception("signed file %s could not be opened", key)
+            raise ApiError("storage_unavailable", REGISTRY["storage_unavailable"].description) from None
         response = FileResponse(handle, content_type=content_type)
         response["X-Content-Type-Options"] = "nosniff"
         remaining = max(0, int(request.query_params["expires"]) - int(time.time()))

@@ -12,6 +12,7 @@ own ``errors`` module and raises ``ApiError(code, message, param=...)``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
     if not isinstance(exc, drf_exceptions.APIException):
-        return None  # unexpected: Django's 500 handling and logging take over
+        # A bug or an outage we did not expect here: the full story goes to the log with
+        # the request id; the client gets the one error shape, not Django's HTML page,
+        # and no internal text.
+        request_id = getattr(request, "request_id", None)
+        log.error("unhandled %s in %s (request %s)", type(exc).__name__,
+                  getattr(request, "path", "?"), request_id, exc_info=exc)
+        return error_response(request, "internal_error",
+                              "Something went wrong on our side; nothing was charged. "
+                              f"Quote request id {request_id} if you contact support.")
 
     headers: dict[str, str] = {}
     param = None

@@ -110,6 +110,18 @@ DATABASES = {
         conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite is for one machine (production runs PostgreSQL), but it must hold under a
+    # customer's fan-out there too. Row locks are no-ops on SQLite, so every transaction
+    # takes the write lock when it begins (IMMEDIATE): a reserve's read-check-write can
+    # then never interleave with another's, and a writer never meets SQLITE_BUSY halfway
+    # through (which a busy timeout cannot retry). WAL lets readers go on meanwhile, and
+    # the busy timeout makes writers queue instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_float("SQLITE_BUSY_TIMEOUT_SECONDS", 30.0),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -137,6 +149,9 @@ STATICFILES_DIRS = [BASE_DIR / "platform_site" / "static"]
 # Inputs, outputs and mattes. The GPU worker reads the same variables
 # (gpu_worker.storage), so both sides agree on where a storage key lives.
 STORAGE_DIR = Path(env("STORAGE_DIR", str(BASE_DIR / "var" / "media")))
+# Files both sides write are readable by the other (the worker and the web server may
+# run as different users on one shared disk); the GPU worker reads the same variable.
+FILE_UPLOAD_PERMISSIONS = int(env("STORAGE_FILE_MODE", "0644"), 8)
 S3_BUCKET = env("S3_BUCKET")
 S3_ENDPOINT_URL = env("S3_ENDPOINT_URL")
 S3_REGION = env("S3_REGION")
@@ -175,12 +190,19 @@ if S3_BUCKET:
 # --- Redis and RQ -----------------------------------------------------------------
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Explicit on every client (imaging.redis_clients; the GPU worker reads the same names):
+# a black-holed Redis costs a request seconds, not minutes, and blocking reads get a
+# read timeout above their block time whatever the client library defaults to.
+REDIS_CONNECT_TIMEOUT_SECONDS = env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 2.0)
+REDIS_SOCKET_TIMEOUT_SECONDS = env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 5.0)
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 300)
+_RQ_URL = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}" + (
+    f"socket_connect_timeout={REDIS_CONNECT_TIMEOUT_SECONDS:g}&socket_timeout={REDIS_SOCKET_TIMEOUT_SECONDS:g}")
 RQ_QUEUES = {
     # Django-side jobs (settlement, housekeeping).
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 60, "SERIALIZER": "rq.serializers.JSONSerializer"},
+    "default": {"URL": _RQ_URL, "DEFAULT_TIMEOUT": 60, "SERIALIZER": "rq.serializers.JSONSerializer"},
     # Renders; consumed by `python -m gpu_worker`, which never imports Django.
-    "gpu": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT, "SERIALIZER": "rq.serializers.JSONSerializer"},
+    "gpu": {"URL": _RQ_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT, "SERIALIZER": "rq.serializers.JSONSerializer"},
 }
 
 # --- E-mail ---------------------------------------------------------------------------

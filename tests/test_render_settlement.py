@@ -19,6 +19,7 @@ from imaging import lifecycle, tasks
 from imaging.dispatch import redis_connection
 from imaging.models import Render, RenderEvent
 from imaging.sweeper import sweep
+from platform_site.api_errors import REGISTRY
 from tests.helpers_render import (  # noqa: F401  (fixtures are found by name)
     CREDITS,
     account,
@@ -79,7 +80,9 @@ def test_a_worker_failure_charges_nothing_and_keeps_the_workers_code():
     body = client.get(f"/v1/renders/{render.public_id}").json()
 
     assert body["status"] == "failed"
-    assert body["error"] == {"code": "model_unavailable", "message": "fake failure model_unavailable"}
+    assert body["error"] == {"code": "model_unavailable", "message": REGISTRY["model_unavailable"].description}
+    # What the worker said stays inside: for staff and the log.
+    assert Render.objects.get(pk=render.pk).error_detail.endswith("fake failure model_unavailable")
     assert body["credits_charged"] == 0 and body["output_url"] is None
     assert account(user).balance == 10 * CREDITS and account(user).held == 0
     assert Hold.objects.get(pk=render.hold_id).status == HoldStatus.RELEASED
@@ -91,7 +94,7 @@ def test_a_code_the_api_does_not_know_is_stored_as_render_failed():
     render = start_render(client, "fail:gpu_on_fire")
     run_gpu_jobs_in_process()
     body = client.get(f"/v1/renders/{render.public_id}").json()
-    assert body["error"] == {"code": "render_failed", "message": "The render failed."}
+    assert body["error"] == {"code": "render_failed", "message": REGISTRY["render_failed"].description}
 
 
 def test_a_crash_without_a_code_is_render_failed_and_hides_the_traceback():
@@ -216,10 +219,13 @@ def test_the_settle_job_stands_aside_while_a_request_is_waiting_on_the_render():
     assert usage_entries(user) == 1
 
 
-def test_a_render_that_cannot_be_queued_fails_at_once_and_charges_nothing(monkeypatch):
+def test_a_render_created_while_the_queue_refuses_its_job_answers_202_and_is_queued_later(
+        monkeypatch, settings):
     import redis
 
     from imaging import dispatch
+
+    real_enqueue = dispatch.enqueue_render
 
     def redis_is_down(render):
         raise redis.ConnectionError("connection refused")
@@ -228,8 +234,35 @@ def test_a_render_that_cannot_be_queued_fails_at_once_and_charges_nothing(monkey
     user = make_user("k@example.com")
     response = post_render(api_client(user), image=product_png(16))
 
+    # The render exists and holds its credits: the client learns its id.
+    assert response.status_code == 202, response.content
+    render = Render.objects.get(public_id=response.json()["id"])
+    assert render.status == "queued" and account(user).held == CREDITS
+
+    monkeypatch.setattr(dispatch, "enqueue_render", real_enqueue)
+    settings.RENDER_REQUEUE_AFTER_SECONDS = 0
+    assert sweep().requeued == 1
+    run_gpu_jobs_in_process()
+    sweep()
+    render.refresh_from_db()
+    assert (render.status, render.attempt, render.credits_charged) == ("succeeded", 2, CREDITS)
+    assert usage_entries(user) == 1 and account(user).held == 0
+
+
+def test_a_queue_that_cannot_be_reached_before_the_reserve_answers_503_with_nothing_held(monkeypatch):
+    import redis
+
+    from imaging import ratelimit
+
+    def redis_is_down(*args):
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(ratelimit, "take_render_slot", redis_is_down)
+    user = make_user("l@example.com")
+    response = post_render(api_client(user), image=product_png(16))
+
     assert response.status_code == 503
-    body = response.json()
-    assert body["error"]["code"] == "queue_unavailable"
-    assert body["render"]["status"] == "failed" and body["render"]["credits_charged"] == 0
+    assert response.json()["error"]["code"] == "queue_unavailable"
+    assert "render" not in response.json()
+    assert not Render.objects.exists()
     assert account(user).held == 0 and account(user).balance == 10 * CREDITS

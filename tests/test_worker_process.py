@@ -139,7 +139,7 @@ def test_every_finished_or_failed_render_is_sent_to_settlement(classical_run, re
     _, jobs, _ = classical_run
     settled = settlements(redis)
     for job in jobs.values():
-        assert [job.args[0]["render_id"]] in settled
+        assert [job.args[0]["render_id"], job.id] in settled
 
 
 def test_a_missing_input_fails_with_invalid_image_in_the_job_meta(classical_run):
@@ -167,7 +167,7 @@ def test_missing_weights_fail_renders_with_model_unavailable(redis, storage, tmp
     job = reload(redis, job)
     assert job.get_status() == JobStatus.FAILED
     assert job.meta["error"]["code"] == "model_unavailable"
-    assert [job.args[0]["render_id"]] in settlements(redis)
+    assert [job.args[0]["render_id"], job.id] in settlements(redis)
 
 
 def test_the_echo_engine_returns_the_input_re_encoded_at_once(redis, storage):

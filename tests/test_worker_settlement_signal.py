@@ -30,11 +30,13 @@ def settle_jobs(redis: Redis) -> list[Job]:
 
 
 def test_it_enqueues_settlement_when_nobody_waits(redis):
-    request_settlement(redis, render_job(redis, "rnd_nobody_waits"))
+    render_job_ = render_job(redis, "rnd_nobody_waits")
+    request_settlement(redis, render_job_)
 
     [job] = settle_jobs(redis)
     assert job.func_name == "imaging.tasks.settle_render"
-    assert job.args == ["rnd_nobody_waits"]
+    # The job id lets the settle job ignore a signal from a superseded attempt.
+    assert job.args == ["rnd_nobody_waits", render_job_.id]
 
 
 def test_it_leaves_settlement_to_a_waiting_request(redis):

@@ -105,6 +105,7 @@ def start_render(request: HttpRequest) -> Render:
                                     "wait for one to finish."]}, status=429, code="rate_limited")
     params = renders.RenderParams.from_validated(serializer.validated_data)
     try:
+        renders.refuse_if_short(request.user)
         image = renders.load_input_image(image_url=params.image_url, upload=serializer.validated_data.get("image_file"))
         return renders.submit_render(request.user, None, params, image, actor="playground")
     except ApiError as exc:
