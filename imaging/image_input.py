@@ -198,20 +198,49 @@ def _check_dimensions(width: int, height: int, param: str) -> None:
         )
 
 
+# 16-bit value -> 8-bit value, rescaling the full range (65535 -> 255, 32768 -> 128).
+_SIXTEEN_TO_EIGHT = ((np.arange(65536, dtype=np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+# Rows converted at a time: bounds the temporary arrays to a few MB at any width.
+_STRIP_ROWS = 256
+
+
 def _scale_to_8_bit(image: Image.Image) -> Image.Image:
-    """16-bit grey to 8-bit by rescaling the full range (65535 -> 255, 32768 -> 128).
+    """16-bit grey to 8-bit by rescaling the full range, a strip of rows at a time.
 
     Pillow's own ``convert("L")`` clips instead (anything above 255 becomes white), which
-    would turn almost every 16-bit photo into a white sheet.
+    would turn almost every 16-bit photo into a white sheet. A lookup table applied per
+    strip keeps the extra memory to the 8-bit result (1 byte a pixel) plus one strip,
+    where whole-image integer arithmetic needed 8 bytes a pixel several times over
+    (about 790 MB for a 40 MP scan).
     """
-    values = np.asarray(image).astype(np.int64)
-    scaled = ((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-    grey = Image.fromarray(scaled, mode="L")
+    width, height = image.size
+    grey = np.empty((height, width), np.uint8)
     key = image.info.get("transparency")
-    if isinstance(key, int):  # a tRNS colour key names one 16-bit grey value
-        alpha = Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8), mode="L")
-        grey = Image.merge("LA", (grey, alpha))
-    return grey
+    keyed = isinstance(key, int)  # a tRNS colour key names one 16-bit grey value
+    alpha = np.empty((height, width), np.uint8) if keyed else None
+    for top in range(0, height, _STRIP_ROWS):
+        bottom = min(height, top + _STRIP_ROWS)
+        values = np.asarray(image.crop((0, top, width, bottom)))
+        if values.dtype != np.uint16:  # mode "I" (32-bit) or "F": clip into 16 bits first
+            values = np.clip(values, 0, 65535).astype(np.uint16)
+        grey[top:bottom] = _SIXTEEN_TO_EIGHT[values]
+        if alpha is not None:
+            alpha[top:bottom] = np.where(values == key, 0, 255)
+    result = Image.fromarray(grey)
+    if alpha is not None:
+        result = Image.merge("LA", (result, Image.fromarray(alpha)))
+    return result
+
+
+def _detached(image: Image.Image) -> Image.Image:
+    """The same pixels in a plain Image, without the decoder object that made them.
+
+    A decoded file keeps its decoder's buffers alive (WebP holds the whole frame twice
+    more, for a 40 MP input about 320 MB) for as long as the object lives; ``copy()``
+    would add a third copy of the pixels. A new Image over the same pixel store costs
+    nothing and lets the decoder go.
+    """
+    return image._new(image.im)
 
 
 def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
@@ -332,7 +361,8 @@ def load_image(data: bytes, *, param: str = "image_url") -> InputImage:
     _apply_orientation(image)
     normalised, had_alpha = _normalise(image)
     if normalised is image:
-        normalised = image.copy()  # never hand out the decoder's object with its file
+        normalised = _detached(image)  # never hand out the decoder's object with its file
+    del image  # the decoded original (16-bit, palette, CMYK...) is freed before encoding
     normalised.info = {}  # drops EXIF, ICC, text chunks, transparency keys
     return InputImage(
         image=normalised,

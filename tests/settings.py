@@ -29,3 +29,11 @@ WHITENOISE_USE_FINDERS = True
 # (no weights can be downloaded here), on a small canvas to keep them fast.
 os.environ.setdefault("SCENE_MODEL", "tiny-demo")
 os.environ.setdefault("SCENE_WORKING_PIXELS", "65536")
+
+# SQLite: a file, not the shared in-memory database Django's test runner would use, so
+# that the real processes some tests start (gunicorn, the rq workers, the sweeper)
+# share the test database with the test, as they would on PostgreSQL.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.mkdtemp(prefix="test-db-"), "test.sqlite3"),
+    }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection
 
 from billing.models import Hold, HoldStatus, LedgerEntry
 from imaging.models import Render
@@ -26,13 +25,10 @@ from tests.helpers_render import (  # noqa: F401  (fixtures are found by name)
 )
 
 
-requires_postgresql = pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="row locks are no-ops on SQLite; run with DATABASE_URL=postgres://... (CI does)",
-)
+# These run on both databases: PostgreSQL serialises through row locks, SQLite through
+# IMMEDIATE transactions (platform_site.settings); either way the money must be exact.
 
 
-@requires_postgresql
 @pytest.mark.usefixtures("render_env")
 def test_fifty_concurrent_renders_against_credits_for_twenty_charge_exactly_twenty(settings):
     settings.RENDER_SYNC_WINDOW_SECONDS = 60

@@ -6,7 +6,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from imaging.models import IdempotencyRecord, Render
@@ -105,9 +104,6 @@ def test_a_twin_of_a_request_still_running_is_409_idempotency_key_in_use(setting
 
 
 def test_concurrent_duplicates_make_one_render_and_one_charge(settings):
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent writers need PostgreSQL (SQLite's shared in-memory test database "
-                    "refuses them with 'table is locked'); CI runs this on PostgreSQL")
     settings.RENDER_SYNC_WINDOW_SECONDS = 15
     user = make_user("burst@example.com")
     client = api_client(user)

@@ -172,8 +172,6 @@ def test_the_settle_job_waits_for_an_outcome_rq_has_not_recorded_yet(settings):
 
 
 def test_concurrent_observers_capture_the_hold_exactly_once():
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks are no-ops on SQLite; this runs on PostgreSQL (CI)")
     user = make_user("i@example.com")
     render = start_render(api_client(user))
     run_gpu_jobs_in_process()
