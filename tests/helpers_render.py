@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connections
@@ -290,9 +291,18 @@ def fake_replace_background(payload: dict[str, Any]) -> dict[str, Any]:
 FAKE_TASK = "tests.helpers_render.fake_replace_background"
 
 
+def worker_connection() -> redis.Redis:
+    """A client of its own for an in-process rq worker, as a worker process has.
+
+    rq raises the socket timeout of a worker's connection pool above its dequeue block;
+    on the web side's pool that would hide a blocking read with too short a timeout.
+    """
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
 def run_gpu_jobs_in_process() -> None:
     """Runs every queued gpu job to its end, here, with rq's SimpleWorker (burst)."""
-    connection = redis_connection()
+    connection = worker_connection()
     queue = Queue(GPU_QUEUE, connection=connection, serializer=JSONSerializer)
     SimpleWorker([queue], connection=connection, serializer=JSONSerializer).work(
         burst=True, logging_level="WARNING", with_scheduler=False)
@@ -300,7 +310,7 @@ def run_gpu_jobs_in_process() -> None:
 
 def run_default_jobs_in_process() -> None:
     """Runs the Django-side queue ("default": settle_render jobs) here, in burst mode."""
-    connection = redis_connection()
+    connection = worker_connection()
     queue = Queue("default", connection=connection, serializer=JSONSerializer)
     SimpleWorker([queue], connection=connection, serializer=JSONSerializer).work(
         burst=True, logging_level="WARNING", with_scheduler=False)
