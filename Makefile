@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both are idempotent.
-.PHONY: run test setup bench-matting bench-pipeline bench-scene bench-api clean
+.PHONY: run test setup bench-matting bench-pipeline bench-scene bench-api bench-faults bench-decode clean
 
 run: setup
 	.venv/bin/python scripts/devserver.py
@@ -21,6 +21,12 @@ bench-scene: setup
 
 bench-api: setup
 	.venv/bin/python bench/api_overhead.py
+
+bench-faults: setup
+	.venv/bin/python bench/faults.py
+
+bench-decode: setup
+	.venv/bin/python bench/decode_memory.py
 
 clean:
 	rm -rf .venv var staticfiles

@@ -25,6 +25,7 @@ from typing import Any
 
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from rq import Queue
 from rq.job import Job
@@ -47,9 +48,10 @@ def redis_client(url: str, *, connect_timeout: float, socket_timeout: float) -> 
     rq raises the socket timeout of a worker's connection above its dequeue block
     (``BaseWorker._set_connection``), so the blocking dequeue never times out early.
     """
+    # Retries a dropped connection, not a timeout (see imaging.redis_clients.retry_policy).
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2, supported_errors=(RedisConnectionError,))
     return Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
-                          retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
-                          health_check_interval=30)
+                          retry=retry, health_check_interval=30)
 
 
 def request_settlement(connection: Redis, job: Job) -> None:

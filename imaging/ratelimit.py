@@ -16,14 +16,18 @@ Two limits, both answered with 429 ``rate_limited`` and a ``Retry-After``:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import Any
 
+import redis
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from imaging.dispatch import redis_connection
 from platform_site.api_errors import ApiError
+
+log = logging.getLogger(__name__)
 
 _GCRA = """
 local t = redis.call('TIME')
@@ -59,10 +63,14 @@ return {1, '0'}
 IN_FLIGHT_RETRY_AFTER_SECONDS = 1
 
 
-@functools.lru_cache(maxsize=8)
 def _script(source: str) -> Any:
-    # Registered once per process: later calls send EVALSHA, not the whole source.
-    return redis_connection().register_script(source)
+    return _registered(redis_connection(), source)
+
+
+@functools.lru_cache(maxsize=16)
+def _registered(client: Any, source: str) -> Any:
+    # Registered once per client: later calls send EVALSHA, not the whole source.
+    return client.register_script(source)
 
 
 def _rate_key(api_key_id: int) -> str:
@@ -98,7 +106,13 @@ class ApiKeyRateThrottle(BaseThrottle):
         api_key_id = getattr(getattr(request, "auth", None), "pk", None)
         if api_key_id is None:
             return True
-        self._wait = request_wait_seconds(api_key_id)
+        try:
+            self._wait = request_wait_seconds(api_key_id)
+        except redis.RedisError as exc:
+            # Fails open: without Redis a render is refused anyway (queue_unavailable, with
+            # nothing reserved), and reads such as /v1/account should keep working.
+            log.warning("rate limit not checked, Redis unreachable: %r", exc)
+            return True
         return self._wait <= 0
 
     def wait(self) -> float | None:

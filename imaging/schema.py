@@ -26,7 +26,9 @@ IDEMPOTENCY_CODES = ("idempotency_key_reused", "idempotency_key_in_use")
 MONEY_CODES = ("insufficient_credits",)
 RENDER_FAILURE_CODES = ("render_failed", "model_unavailable", "no_subject_found", "backdrop_not_plain",
                         "worker_lost", "render_timeout", "queue_unavailable")
-FILE_CODES = ("url_expired", "url_signature_invalid", "not_found")
+FILE_CODES = ("url_expired", "url_signature_invalid", "not_found", "storage_unavailable")
+# Refused before anything is reserved: the queue or the storage cannot take a render now.
+AVAILABILITY_CODES = ("storage_unavailable",)
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -93,7 +95,8 @@ replace_background_schema = extend_schema(
         "Cuts the subject out exactly and composes it onto a generated scene. Costs 22 credits, "
         "charged only when the render succeeds. Waits up to the sync window (55 s by default): "
         "200 with the finished render, or 202 with `status_url` and `Retry-After` while it still runs. "
-        "A render that fails is answered with its error code and costs nothing."
+        "A render that fails is answered with its error code and costs nothing. Once a render exists, "
+        "every answer names it: a failure of ours after that point is a 202 with its `status_url`."
     ),
     request={
         "application/json": RenderJsonRequestSerializer,
@@ -103,9 +106,10 @@ replace_background_schema = extend_schema(
     responses={
         200: OpenApiResponse(RenderSerializer, description="The render succeeded."),
         202: OpenApiResponse(RenderSerializer, description=(
-            "Still running after the sync window; poll `status_url` after `Retry-After` seconds.")),
+            "Still running after the sync window (or the platform could not follow it to its end "
+            "just now); poll `status_url` after `Retry-After` seconds.")),
         **error_responses(COMMON_CODES + REQUEST_CODES + INPUT_CODES + IDEMPOTENCY_CODES + MONEY_CODES
-                          + RENDER_FAILURE_CODES, envelope=RenderErrorEnvelopeSerializer),
+                          + RENDER_FAILURE_CODES + AVAILABILITY_CODES, envelope=RenderErrorEnvelopeSerializer),
     },
     tags=["renders"],
 )

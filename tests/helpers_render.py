@@ -350,11 +350,17 @@ def queued_gpu_jobs() -> int:
 
 
 @contextmanager
-def serving(body: bytes, content_type: str = "image/png", status: int = 200) -> Iterator[str]:
-    """Serves ``body`` (with ``status``) at http://127.0.0.1:<port>/image.png until the block ends."""
+def serving(body: bytes, content_type: str = "image/png", status: int = 200,
+            requests: list[str] | None = None) -> Iterator[str]:
+    """Serves ``body`` (with ``status``) at http://127.0.0.1:<port>/image.png until the block ends.
+
+    Each request's path is appended to ``requests`` when a list is given.
+    """
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if requests is not None:
+                requests.append(self.path)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

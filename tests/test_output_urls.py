@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -169,3 +170,31 @@ def test_with_s3_storage_links_are_presigned_by_the_bucket(settings):
     assert link.url.startswith("http://127.0.0.1:9/renders/outputs/rnd_x.png?")
     assert query["X-Amz-Expires"] == ["600"] and "X-Amz-Signature" in query
     assert link.expires_at - timezone.now() <= timedelta(seconds=601)
+
+
+@pytest.mark.parametrize("expires", ["²", "１２３", "12e3", "-5", "9" * 40, " 123"])
+def test_an_expiry_that_is_not_plain_ascii_digits_is_403_not_a_server_error(db, expires):
+    response = Client().get("/v1/files/outputs/rnd_x-1.png", {"expires": expires, "signature": "0" * 64})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "url_signature_invalid"
+
+
+def test_a_file_path_with_control_or_non_ascii_characters_is_404(db):
+    response = Client().get("/v1/files/%C3%B42%05?signature=%C2%91%F2&expires=2970")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.usefixtures("fake_gpu")
+def test_a_stored_output_that_cannot_be_read_is_503_storage_unavailable_not_a_500():
+    client = api_client(make_user("unreadable@example.com"))
+    body = finished_render(client)
+    render = Render.objects.get(public_id=body["id"])
+    path = default_storage.path(render.output_key)
+    os.remove(path)
+    os.mkdir(path)  # still there, but not readable as a file (root ignores mode bits)
+
+    response = fetch_url(client, body["output_url"])
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "storage_unavailable"

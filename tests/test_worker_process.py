@@ -26,7 +26,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from gpu_worker import synthetic
-from gpu_worker.storage import LocalStorage
+from gpu_worker.storage import LocalStorage, MissingKey
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "gpu_worker.tasks.replace_background"
@@ -242,3 +242,19 @@ def test_the_worker_package_never_imports_django():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_job_of_a_render_the_web_side_has_already_ended_is_skipped(redis, storage):
+    queue = f"gpu-{uuid.uuid4().hex[:8]}"
+    job = enqueue(redis, queue, store_input(storage, synthetic.checkerboard_scene(40, 40)))
+    render_id = job.args[0]["render_id"]
+    # What imaging.dispatch.mark_settled writes when a render ends (a timeout, say).
+    redis.set(f"imaging:render-job:{render_id}", "settled", ex=60)
+
+    process = run_burst(queue, WORKER_ENGINE="echo")
+
+    assert process.returncode == 0, process.stderr
+    job = reload(redis, job)
+    assert job.return_value() == {"skipped": "the render has already ended"}
+    with pytest.raises(MissingKey):
+        storage.read(job.args[0]["output_key"])  # no GPU time spent, nothing written

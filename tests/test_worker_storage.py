@@ -111,3 +111,15 @@ def test_s3_failures_surface_as_storage_errors():
 
     with pytest.raises(StorageError):
         S3Storage("renders", Failing()).write("outputs/r.png", b"x", "image/png")
+
+
+def test_files_the_worker_writes_are_readable_by_a_web_server_running_as_another_user(tmp_path):
+    storage = open_storage({"STORAGE_DIR": str(tmp_path)})
+    storage.write("outputs/rnd_x-1.png", b"\x89PNG", "image/png")
+    assert (tmp_path / "outputs" / "rnd_x-1.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_storage_file_mode_sets_the_mode_of_written_files(tmp_path):
+    storage = open_storage({"STORAGE_DIR": str(tmp_path), "STORAGE_FILE_MODE": "0640"})
+    storage.write("mattes/rnd_x-1.png", b"\x89PNG", "image/png")
+    assert (tmp_path / "mattes" / "rnd_x-1.png").stat().st_mode & 0o777 == 0o640
