@@ -153,6 +153,15 @@ def _in_background(fn: Any, *args: Any, **kwargs: Any) -> concurrent.futures.Fut
     return future
 
 
+def _post_until_running(platform: Platform, user: Any, key: str) -> tuple[concurrent.futures.Future, Any, str]:
+    """Sends a render from another thread and returns once a GPU worker is running it:
+    the pending answer, the render row, and the name of the worker running it."""
+    pending = _in_background(platform.post_render, key, product_png())
+    render = wait_for(lambda: _render_of(user), 30, "the render row")
+    running_on = wait_for(lambda: platform.job_worker(render.job_id), 30, "a worker to start the render")
+    return pending, render, running_on
+
+
 # --- renders that take as long as real ones ------------------------------------------
 
 
@@ -200,9 +209,7 @@ def gpu_worker_killed_mid_render(workdir: Path, database_url: str) -> Report:
     try:
         workers = {name: platform.start_gpu_worker(name) for name in ("gpu-a", "gpu-b")}
         user, key = customer("killed-worker@example.com")
-        pending = _in_background(platform.post_render, key, product_png())
-        render = wait_for(lambda: _render_of(user), 30, "the render row")
-        running_on = wait_for(lambda: platform.job_worker(render.job_id), 30, "a worker to start the render")
+        pending, render, running_on = _post_until_running(platform, user, key)
         victim = next(name for name in workers if running_on.startswith(f"{name}-"))
         time.sleep(1.0)  # mid-render, not at its first instant
         workers[victim].kill()
@@ -223,9 +230,7 @@ def redis_restarted_mid_render(workdir: Path, database_url: str) -> Report:
     try:
         platform.start_gpu_worker()
         user, key = customer("redis-restart@example.com")
-        pending = _in_background(platform.post_render, key, product_png())
-        render = wait_for(lambda: _render_of(user), 30, "the render row")
-        wait_for(lambda: platform.job_worker(render.job_id), 30, "the worker to start the render")
+        pending, render, _ = _post_until_running(platform, user, key)
         time.sleep(1.0)
         platform.redis.kill()
         time.sleep(1.0)
@@ -250,9 +255,7 @@ def gunicorn_worker_killed_mid_wait(workdir: Path, database_url: str) -> Report:
         platform.start_sweeper()
         platform.start_gpu_worker()
         user, key = customer("killed-web@example.com")
-        pending = _in_background(platform.post_render, key, product_png())
-        render = wait_for(lambda: _render_of(user), 30, "the render row")
-        wait_for(lambda: platform.job_worker(render.job_id), 30, "the worker to start the render")
+        pending, render, _ = _post_until_running(platform, user, key)
         [worker_pid] = web.children()
         os.kill(worker_pid, signal.SIGKILL)
         first = pending.result(timeout=90)
