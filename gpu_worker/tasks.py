@@ -133,8 +133,9 @@ def _save_meta(job: Job | None, **values: Any) -> None:
         log.warning("could not save job meta for %s", job.id, exc_info=True)
 
 
-# Shared by name with imaging.dispatch: "settled" once the render has ended.
+# Shared by name with imaging.dispatch: the key says SETTLED once the render has ended.
 RENDER_JOB_KEY_PREFIX = "imaging:render-job:"
+SETTLED = b"settled"
 
 
 def _already_settled(job: Job | None, payload: Any) -> bool:
@@ -143,7 +144,7 @@ def _already_settled(job: Job | None, payload: Any) -> bool:
     if job is None or not isinstance(render_id, str):
         return False
     try:
-        return job.connection.get(f"{RENDER_JOB_KEY_PREFIX}{render_id}") == b"settled"
+        return job.connection.get(f"{RENDER_JOB_KEY_PREFIX}{render_id}") == SETTLED
     except Exception:  # cannot tell: rendering is the safe side
         log.warning("could not check whether render %s is settled", render_id, exc_info=True)
         return False

@@ -126,7 +126,7 @@ class ReplaceBackgroundView(APIView):
             claim = idempotency.Claim(
                 request.user, key,
                 idempotency.fingerprint(request.path, _fields_for_fingerprint(request), digest))
-            earlier = idempotency.lookup(claim, answer=lambda render: _current_answer(request, render))
+            earlier = _earlier_answer(request, claim)
             if earlier is not None:
                 return earlier
         refuse_if_short(request.user)
@@ -134,8 +134,8 @@ class ReplaceBackgroundView(APIView):
         try:
             render = submit_render(request.user, request.auth, params, image, claim=claim)
         except idempotency.KeyTaken:
-            assert claim is not None
-            earlier = idempotency.lookup(claim, answer=lambda render: _current_answer(request, render))
+            # A twin created its render first; its record answers (or it is still running).
+            earlier = _earlier_answer(request, claim) if claim is not None else None
             if earlier is None:
                 raise idempotency.in_use_error() from None
             return earlier
@@ -144,8 +144,10 @@ class ReplaceBackgroundView(APIView):
         return response
 
 
-def _current_answer(request: Request, render: Render) -> Response:
-    return render_response(request, lifecycle.refresh(render, actor="request"))
+def _earlier_answer(request: Request, claim: idempotency.Claim) -> Response | None:
+    """The answer for a key used before (a replay, or its render's state), or None."""
+    return idempotency.lookup(
+        claim, answer=lambda render: render_response(request, lifecycle.refresh(render, actor="request")))
 
 
 def _answer_after_submit(request: Request, render: Render) -> Response:

@@ -174,6 +174,17 @@ def create_record(claim: Claim | None) -> IdempotencyRecord | None:
     return IdempotencyRecord.objects.create(user=claim.user, key=claim.key, fingerprint=claim.fingerprint)
 
 
+def link(record: IdempotencyRecord | None, render: Render) -> None:
+    """Points the key's record at its render, in the transaction that created both."""
+    if record is not None:
+        IdempotencyRecord.objects.filter(pk=record.pk).update(render=render)
+
+
+def taken(claim: Claim | None) -> bool:
+    """True when the key has a record: after an IntegrityError, a twin won the race."""
+    return claim is not None and IdempotencyRecord.objects.filter(user=claim.user, key=claim.key).exists()
+
+
 def remember(claim: Claim | None, render: Render, response: Response) -> None:
     """Remembers the response the client got, for replays within the next 24 hours.
 

@@ -29,10 +29,10 @@ from django.utils import timezone
 
 from billing import ledger
 from billing.errors import insufficient_credits_error
-from imaging import dispatch, idempotency, lifecycle, ratelimit, storage_keys
+from imaging import dispatch, idempotency, ratelimit, storage_keys
 from imaging.fetch import fetch_image
 from imaging.image_input import InputImage, encode_png, load_image
-from imaging.models import IdempotencyRecord, Render, RenderEvent, new_public_id
+from imaging.models import Render, RenderEvent, new_public_id
 from imaging.serializers import MAX_SEED
 from platform_site.api_errors import ApiError
 
@@ -124,7 +124,7 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
             dispatch.ping()
     except redis.RedisError as exc:
         log.warning("render refused before reserving: Redis unreachable: %r", exc)
-        raise ApiError("queue_unavailable", lifecycle.public_message("queue_unavailable")) from None
+        raise ApiError("queue_unavailable") from None
     try:
         render = _store_and_create(user, api_key, params, image, public_id, actor, claim)
     except BaseException:
@@ -145,7 +145,7 @@ def _store_input(public_id: str, image: InputImage) -> str:
         return default_storage.save(storage_keys.input_key(public_id), ContentFile(encode_png(image.image)))
     except OSError as exc:
         log.error("render refused before reserving: cannot store its input: %r", exc)
-        raise ApiError("storage_unavailable", lifecycle.public_message("storage_unavailable")) from None
+        raise ApiError("storage_unavailable") from None
 
 
 def _store_and_create(user: Any, api_key: Any, params: RenderParams, image: InputImage,
@@ -187,12 +187,11 @@ def _store_and_create(user: Any, api_key: Any, params: RenderParams, image: Inpu
                     created_at=now,
                     deadline_at=deadline,
                 )
-                if record is not None:
-                    IdempotencyRecord.objects.filter(pk=record.pk).update(render=render)
+                idempotency.link(record, render)
                 RenderEvent.objects.create(render=render, to_status=render.status, actor=actor,
                                            note=f"hold {hold.id} reserved")
         except IntegrityError:
-            if claim is not None and IdempotencyRecord.objects.filter(user=claim.user, key=claim.key).exists():
+            if idempotency.taken(claim):
                 raise idempotency.KeyTaken() from None
             raise
     except BaseException:

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from imaging import signed_urls, storage_keys
 from imaging.schema import signed_file_schema
-from platform_site.api_errors import REGISTRY, ApiError
+from platform_site.api_errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class SignedFileView(APIView):
         except OSError:
             # Stored but unreadable (permissions, a shared disk away): ours to fix.
             log.exception("signed file %s could not be opened", key)
-            raise ApiError("storage_unavailable", REGISTRY["storage_unavailable"].description) from None
+            raise ApiError("storage_unavailable") from None
         response = FileResponse(handle, content_type=content_type)
         response["X-Content-Type-Options"] = "nosniff"
         remaining = max(0, int(request.query_params["expires"]) - int(time.time()))

@@ -51,13 +51,15 @@ class ApiError(Exception):
     def __init__(
         self,
         code: str,
-        message: str,
+        message: str | None = None,
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         if code not in REGISTRY:
             raise ValueError(f"unregistered error code {code!r}")
+        # Without a message of its own, the error says what the registry documents.
+        message = message if message is not None else REGISTRY[code].description
         super().__init__(message)
         self.code = code
         self.message = message
