@@ -40,7 +40,7 @@ class UserAdmin(DjangoUserAdmin):
             "Permissions",
             {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
         ),
-        ("Important dates", {"fields": ("last_login", "date_joined")}),
+        ("Important dates", {"fields": ("email_verified_at", "last_login", "date_joined")}),
     )
     add_fieldsets = (
         (
@@ -48,7 +48,8 @@ class UserAdmin(DjangoUserAdmin):
             {"classes": ("wide",), "fields": ("email", "usable_password", "password1", "password2")},
         ),
     )
-    list_display = ("email", "first_name", "last_name", "is_staff", "is_active", "date_joined")
+    list_display = ("email", "first_name", "last_name", "is_staff", "is_active", "email_verified_at", "date_joined")
+    list_filter = ("is_staff", "is_superuser", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
     search_fields = ("email", "first_name", "last_name")
     ordering = ("email",)
 

@@ -32,6 +32,10 @@ class AccountSerializer(serializers.Serializer):
     credits_held = serializers.IntegerField(
         help_text="Credits reserved by renders still running; charged only if they succeed."
     )
+    credits_owed = serializers.IntegerField(
+        help_text="Credits owed after a refunded or disputed payment; while above 0, renders "
+                  "are refused with 402 `credits_owed` until a purchase (or support) settles them."
+    )
 
 
 def account_body(user: User, key: ApiKey) -> dict[str, Any]:
@@ -47,6 +51,7 @@ def account_body(user: User, key: ApiKey) -> dict[str, Any]:
         "key": {"name": key.name, "prefix": key.display_prefix, "last_four": key.last_four},
         "credits_available": money.available,
         "credits_held": money.held,
+        "credits_owed": money.owed,
     }
 
 

@@ -10,21 +10,16 @@ from django.views.generic import RedirectView
 
 from accounts import views
 from accounts.api import AccountView
-from accounts.forms import EmailAuthenticationForm
 
 urlpatterns = [
     path("v1/account", AccountView.as_view(), name="api-account"),
     path("", RedirectView.as_view(pattern_name="console:overview"), name="home"),
     path("signup/", views.signup, name="signup"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(
-            authentication_form=EmailAuthenticationForm, redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    path("verify-email/send/", views.send_verification, name="send-verification"),
+    path("verify-email/<str:token>/", views.verify_email, name="verify-email"),
+    path("login/", views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/", views.ThrottledPasswordResetView.as_view(), name="password_reset"),
     path(
         "password-reset/sent/",
         auth_views.PasswordResetDoneView.as_view(),

@@ -19,7 +19,9 @@ from billing.models import (
     CreditPack,
     Hold,
     LedgerEntry,
+    PaymentReversal,
     Purchase,
+    SignupGrant,
     StripeEvent,
 )
 from platform_site.admin_base import ReadOnlyAdmin
@@ -38,6 +40,14 @@ class AdjustmentForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Recorded on the ledger entry; the customer sees it on their Billing page.",
     )
+    owe_shortfall = forms.BooleanField(
+        required=False,
+        label="Record what cannot be taken as owed",
+        help_text="For a removal larger than the available credits (a refund or chargeback made outside "
+                  "Stripe's webhooks): take what is available and record the rest as owed, which pauses "
+                  "the account's renders until it is settled. A positive adjustment always settles owed "
+                  "credits first.",
+    )
 
     def clean_amount(self) -> int:
         amount = self.cleaned_data["amount"]
@@ -52,11 +62,27 @@ class AdjustmentForm(forms.Form):
         return reason
 
 
+class OwesFilter(admin.SimpleListFilter):
+    title = "owes credits"
+    parameter_name = "owes"
+
+    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
+        return [("yes", "Owes credits"), ("no", "Owes nothing")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[CreditAccount]) -> QuerySet[CreditAccount]:
+        if self.value() == "yes":
+            return queryset.filter(owed__gt=0)
+        if self.value() == "no":
+            return queryset.filter(owed=0)
+        return queryset
+
+
 @admin.register(CreditAccount)
 class CreditAccountAdmin(ReadOnlyAdmin):
-    list_display = ("user", "balance", "held", "available", "updated_at")
+    list_display = ("user", "balance", "held", "available", "owed", "updated_at")
+    list_filter = (OwesFilter,)
     search_fields = ("user__email",)
-    readonly_fields = ("user", "balance", "held", "available", "created_at", "updated_at")
+    readonly_fields = ("user", "balance", "held", "available", "owed", "created_at", "updated_at")
     list_select_related = ("user",)
     actions = ["adjust_credits"]
 
@@ -73,10 +99,11 @@ class CreditAccountAdmin(ReadOnlyAdmin):
         form = AdjustmentForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
             amount, reason = form.cleaned_data["amount"], form.cleaned_data["reason"]
+            owe = form.cleaned_data["owe_shortfall"]
             done = 0
             for account in queryset.select_related("user"):
                 try:
-                    ledger.adjust(account.user, amount, reason=reason, staff_user=request.user)
+                    ledger.adjust(account.user, amount, reason=reason, staff_user=request.user, owe_shortfall=owe)
                     done += 1
                 except ledger.InsufficientCredits as exc:
                     self.message_user(
@@ -100,7 +127,8 @@ class CreditAccountAdmin(ReadOnlyAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "account", "kind", "amount", "balance_after", "reference", "actor")
+    list_display = ("id", "created_at", "account", "kind", "amount", "balance_after", "owed_change", "owed_after",
+                    "reference", "actor")
     list_filter = ("kind",)
     search_fields = ("reference", "account__user__email", "actor")
     list_select_related = ("account__user",)
@@ -117,10 +145,32 @@ class HoldAdmin(ReadOnlyAdmin):
 
 @admin.register(Purchase)
 class PurchaseAdmin(ReadOnlyAdmin):
-    list_display = ("client_reference_id", "user", "pack", "credits", "amount", "currency", "status", "created_at", "paid_at")
+    list_display = ("client_reference_id", "user", "pack", "credits", "amount", "currency", "status",
+                    "credits_reversed", "created_at", "paid_at")
     list_filter = ("status",)
-    search_fields = ("client_reference_id", "stripe_checkout_session_id", "user__email")
+    search_fields = ("client_reference_id", "stripe_checkout_session_id", "stripe_payment_intent_id", "user__email")
     list_select_related = ("user", "pack")
+
+
+@admin.register(PaymentReversal)
+class PaymentReversalAdmin(ReadOnlyAdmin):
+    """Refunds and disputes as Stripe last reported them; the ledger entries show what they did."""
+
+    list_display = ("stripe_id", "kind", "status", "amount_display", "reason", "purchase", "payment_intent", "updated_at")
+    list_filter = ("kind", "status")
+    search_fields = ("stripe_id", "payment_intent", "charge", "purchase__client_reference_id", "purchase__user__email")
+    list_select_related = ("purchase__user",)
+
+    @admin.display(description="amount")
+    def amount_display(self, obj: PaymentReversal) -> str:
+        return obj.amount_display
+
+
+@admin.register(SignupGrant)
+class SignupGrantAdmin(ReadOnlyAdmin):
+    list_display = ("address", "user", "credits", "created_at")
+    search_fields = ("address", "user__email")
+    list_select_related = ("user",)
 
 
 @admin.register(StripeEvent)

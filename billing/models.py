@@ -17,10 +17,15 @@ from django.utils import timezone
 
 
 class CreditAccount(models.Model):
-    """One per user. ``balance`` and ``held`` are caches of the ledger and the pending holds.
+    """One per user. ``balance``, ``held`` and ``owed`` are caches of the ledger and the pending holds.
 
-    They exist so that a reserve is one locked row read instead of two aggregates;
-    ``manage.py audit_ledger`` proves they still equal what they cache.
+    They exist so that a reserve is one locked row read instead of aggregates;
+    ``manage.py audit_ledger`` proves they still equal what they cache. ``owed`` is what
+    a refunded or disputed purchase took back beyond what was left (``billing.ledger``
+    explains the design): the account's true position is ``balance - owed``, while
+    ``balance`` itself never goes below ``held``, nor ``held`` below zero. An account
+    that owes has nothing available (``balance == held``): credits that come in pay
+    the debt first.
     """
 
     # PROTECT all the way down: money history outlives a careless delete of a user.
@@ -29,6 +34,7 @@ class CreditAccount(models.Model):
     )
     balance = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
+    owed = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -38,6 +44,11 @@ class CreditAccount(models.Model):
             models.CheckConstraint(
                 condition=Q(held__gte=0) & Q(held__lte=F("balance")),
                 name="credit_held_within_balance",
+            ),
+            models.CheckConstraint(condition=Q(owed__gte=0), name="credit_owed_not_negative"),
+            models.CheckConstraint(
+                condition=Q(owed=0) | Q(balance=F("held")),
+                name="credit_owed_only_with_nothing_available",
             ),
         ]
         permissions = [("adjust_creditaccount", "Can adjust credit balances")]
@@ -71,6 +82,14 @@ class EntryKind(models.TextChoices):
     USAGE = "usage", "Usage"
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
+    # A refunded or disputed payment takes its credits back: from the balance what is
+    # there, the rest as owed (amount <= 0, owed_change >= 0).
+    REVERSAL = "reversal", "Payment refunded or disputed"
+    # A dispute won (or a refund that failed) gives them back: owed first (amount >= 0,
+    # owed_change <= 0).
+    REINSTATEMENT = "reinstatement", "Payment reinstated"
+    # Incoming credits paying what is owed (amount == owed_change < 0).
+    SETTLEMENT = "settlement", "Owed credits settled"
 
 
 class HoldStatus(models.TextChoices):
@@ -120,12 +139,20 @@ class Hold(models.Model):
 
 
 class LedgerEntry(models.Model):
-    """One change of balance. Never updated, never deleted: corrections are new entries."""
+    """One change of balance or of what is owed. Never updated, never deleted: corrections
+    are new entries. ``balance_after`` and ``owed_after`` chain every entry to the one
+    before it on the same account."""
 
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     amount = models.BigIntegerField()
     balance_after = models.BigIntegerField()
+    owed_change = models.BigIntegerField(default=0)
+    owed_after = models.BigIntegerField(default=0)
+    # The purchase a purchase, reversal or reinstatement entry belongs to.
+    purchase = models.ForeignKey(
+        "Purchase", on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
     reference = models.CharField(max_length=255)
     actor = models.CharField(max_length=255, default="system")
     note = models.TextField(blank=True)
@@ -141,13 +168,15 @@ class LedgerEntry(models.Model):
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["kind", "reference"], name="ledger_reference_unique_per_kind"),
-            models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_not_zero"),
+            models.CheckConstraint(condition=~Q(amount=0) | ~Q(owed_change=0), name="ledger_entry_changes_something"),
             models.CheckConstraint(condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"),
+            models.CheckConstraint(condition=Q(owed_after__gte=0), name="ledger_owed_after_not_negative"),
         ]
         indexes = [models.Index(fields=["account", "-id"], name="ledger_by_account_newest")]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount:+d} ({self.reference})"
+        owed = f", owed {self.owed_change:+d}" if self.owed_change else ""
+        return f"{self.kind} {self.amount:+d}{owed} ({self.reference})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
@@ -208,6 +237,7 @@ class PurchaseStatus(models.TextChoices):
     PROCESSING = "processing", "Payment processing"
     PAID = "paid", "Paid"
     FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Checkout expired"
 
 
 class Purchase(models.Model):
@@ -222,13 +252,22 @@ class Purchase(models.Model):
     currency = models.CharField(max_length=3)
     client_reference_id = models.CharField(max_length=64, unique=True, default=new_client_reference)
     stripe_checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    # From the paid Checkout Session: what refunds and disputes name the payment by.
+    stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     status = models.CharField(max_length=16, choices=PurchaseStatus.choices, default=PurchaseStatus.CREATED)
+    # Credits currently taken back by refunds and disputes (a cache of its reversal and
+    # reinstatement entries, checked by audit_ledger).
+    credits_reversed = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     paid_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits_reversed__lte=F("credits")),
+                                   name="purchase_reversed_within_credits"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.client_reference_id} ({self.status})"
@@ -257,3 +296,68 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.type} ({self.outcome})"
+
+
+class ReversalKind(models.TextChoices):
+    REFUND = "refund", "Refund"
+    CHARGE_REFUNDS = "charge_refunds", "Refunded total of a charge"
+    DISPUTE = "dispute", "Dispute"
+
+
+class PaymentReversal(models.Model):
+    """What Stripe last told us about one object that takes a payment back.
+
+    A Refund (``re_…``), a Dispute (``dp_…``), or a Charge's refunded total
+    (``ch_…``, from ``charge.refunded``). Kept as state, not as a log of deltas, so that
+    duplicate, overlapping (``charge.refunded`` and ``refund.created`` describe the same
+    refund) and out-of-order events all land on the same answer; ``billing.reversals``
+    turns a purchase's rows into the credits to take back. ``purchase`` is empty while
+    no purchase we know has this payment (an event that overtook its checkout): the
+    row is linked, and applied, when the checkout is paid.
+    """
+
+    stripe_id = models.CharField(max_length=255, unique=True)
+    kind = models.CharField(max_length=16, choices=ReversalKind.choices)
+    payment_intent = models.CharField(max_length=255, blank=True, db_index=True)
+    charge = models.CharField(max_length=255, blank=True)
+    purchase = models.ForeignKey(
+        Purchase, on_delete=models.PROTECT, null=True, blank=True, related_name="reversals"
+    )
+    amount = models.BigIntegerField(help_text="In the currency's minor unit.")
+    currency = models.CharField(max_length=3, blank=True)
+    status = models.CharField(max_length=32)
+    reason = models.CharField(max_length=64, blank=True)
+    # Stripe's event.created of the state we keep (seconds); later states win.
+    as_of = models.BigIntegerField()
+    last_event_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        verbose_name = "refund or dispute"
+        verbose_name_plural = "refunds and disputes"
+        constraints = [models.CheckConstraint(condition=Q(amount__gte=0), name="reversal_amount_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.stripe_id} ({self.status})"
+
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount, self.currency or "usd")
+
+
+class SignupGrant(models.Model):
+    """The sign-up credits, given once per verified canonical address (and once per user).
+
+    Both uniques are the guard: two accounts verifying aliases of one address at the
+    same moment cannot both insert a row.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="signup_grant")
+    address = models.CharField(max_length=254, unique=True, help_text="The canonical e-mail address.")
+    credits = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"sign-up grant for {self.address}"

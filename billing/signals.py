@@ -1,4 +1,8 @@
-"""The signup grant. It lives here, not in accounts, because accounts must not import billing."""
+"""Opening the credit account, and the sign-up grant once the address is verified.
+
+They live here, not in accounts, because accounts must not import billing (or move
+credits); accounts only saves ``email_verified_at``.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,27 @@ from django.conf import settings
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from billing import ledger
+from billing import ledger, signup_grants
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="billing_signup_grant")
-def grant_signup_credits(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
-    """Opens the account and grants SIGNUP_GRANT_CREDITS in the user's own transaction.
+def grant_signup_credits(sender: Any, instance: Any, created: bool, raw: bool = False,
+                         update_fields: Any = None, **kwargs: Any) -> None:
+    """Opens the account of a new user; grants the sign-up credits when its address is verified.
 
-    Running inside the transaction that creates the user means a user never exists
-    without the grant; the reference ``signup:<pk>`` makes a second call a no-op.
-    Fixture loading (``raw``) is left alone.
+    Runs inside the transaction that saves the user, so the verification and the grant
+    commit together. A user created unverified (every sign-up) gets no credits until
+    ``accounts.verification`` saves ``email_verified_at``; one created verified (the
+    demo account, staff setting the date in the admin) gets them at once. Saves that
+    name other fields (sign-in updating ``last_login``) cost nothing here. Fixture
+    loading (``raw``) is left alone.
     """
-    if not created or raw:
+    if raw:
         return
-    amount = settings.SIGNUP_GRANT_CREDITS
-    if amount > 0:
-        ledger.grant(instance, amount, reference=f"signup:{instance.pk}", note="signup grant")
-    else:
+    if created:
         ledger.ensure_account(instance)
+    if instance.email_verified_at is None:
+        return
+    if not created and update_fields is not None and "email_verified_at" not in update_fields:
+        return
+    signup_grants.grant_once(instance)

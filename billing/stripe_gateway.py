@@ -72,6 +72,9 @@ class StripeGateway:
             "line_items": [line_item],
             "client_reference_id": purchase.client_reference_id,
             "metadata": {"purchase": purchase.client_reference_id, "credits": str(purchase.credits)},
+            # On the payment too, so its charge names the purchase even if a refund or
+            # dispute arrives before the checkout's own event.
+            "payment_intent_data": {"metadata": {"purchase": purchase.client_reference_id}},
             "success_url": f"{settings.SITE_URL}{status_path}?session_id={{CHECKOUT_SESSION_ID}}",
             "cancel_url": f"{settings.SITE_URL}{reverse('billing:index')}?checkout=canceled",
         }

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import ledger, stripe_gateway, webhooks
+from billing import ledger, signup_grants, stripe_gateway, webhooks
 from billing.models import CreditPack, LedgerEntry, Purchase, PurchaseStatus
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "page": page,
             "notice": CHECKOUT_NOTICES.get(request.GET.get("checkout", "")),
             "recent_purchases": Purchase.objects.filter(user=request.user).select_related("pack")[:5],
+            "signup_grant": str(signup_grants.status(request.user)),
         },
     )
 
@@ -119,7 +120,8 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
 
     def rows() -> Iterator[str]:
-        yield writer.writerow(["created_at", "kind", "amount", "balance_after", "reference", "note"])
+        yield writer.writerow(["created_at", "kind", "amount", "balance_after", "reference", "note",
+                               "owed_change", "owed_after"])
         for entry in _entries(request.user).iterator(chunk_size=500):
             yield writer.writerow([
                 entry.created_at.isoformat(),
@@ -128,6 +130,8 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
                 entry.balance_after,
                 _csv_safe(entry.reference),
                 _csv_safe(entry.note),
+                entry.owed_change,
+                entry.owed_after,
             ])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")

@@ -1,14 +1,34 @@
 """Stripe webhook handling: verify, parse, hand the ledger what it needs.
 
+The events and what they do (``billing.ledger`` has the money side):
+
+* ``checkout.session.completed`` (paid), ``checkout.session.async_payment_succeeded``:
+  credit the pack once; ``completed`` while unpaid marks the purchase processing;
+  ``checkout.session.async_payment_failed`` marks it failed; ``checkout.session.expired``
+  closes an abandoned purchase. The session's ``payment_intent`` is stored: refunds
+  and disputes name the payment by it.
+* ``charge.refunded``: the charge's cumulative ``amount_refunded`` (and its refunds,
+  when the payload includes them); ``refund.created``, ``refund.updated``,
+  ``refund.failed`` and the older ``charge.refund.updated``: one refund's state. The
+  purchase's credits are taken back in proportion; a refund that fails gives them back.
+* ``charge.dispute.created``, ``.updated``, ``.funds_withdrawn``, ``.funds_reinstated``,
+  ``.closed``: the dispute's state. Open: its share of the credits is taken back; won
+  (or an inquiry closed): given back; lost: stays taken.
+
+Anything else is answered 200 "ignored" and recorded nowhere.
+
 API version policy. Stripe renders each event in the API version of the webhook
 endpoint, which is set in Stripe's dashboard and can differ from
-``settings.STRIPE_API_VERSION``. We read only long-stable fields of a Checkout Session
-(``id``, ``client_reference_id``, ``payment_status``, ``amount_total``, ``currency``),
-so a mismatch is logged as a warning and the event is still processed: rejecting it
-would leave customers who paid without credits while Stripe retried for days. What we
-do reject (400) is an event in which those fields are missing or of the wrong type,
-whatever its version. The event's version is stored on its StripeEvent row so staff
-can see which endpoint sent it.
+``settings.STRIPE_API_VERSION``. We read only long-stable fields: of a Checkout Session
+``id``, ``client_reference_id``, ``payment_status``, ``amount_total``, ``currency``,
+``payment_intent``; of a Charge ``id``, ``amount_refunded``, ``payment_intent``,
+``currency`` (and ``refunds.data`` when present); of a Refund or Dispute ``id``,
+``amount``, ``status``, ``charge``, ``payment_intent``, ``currency`` (and a dispute's
+``reason``). So a mismatch is logged as a warning and the event is still processed:
+rejecting it would leave customers who paid without credits while Stripe retried for
+days. What we do reject (400) is an event in which those fields are missing or of the
+wrong type, whatever its version. The event's version is stored on its StripeEvent row
+so staff can see which endpoint sent it.
 """
 
 from __future__ import annotations
@@ -22,7 +42,9 @@ import stripe
 from django.conf import settings
 
 from billing import ledger
-from billing.ledger import CheckoutEvent, PurchaseOutcome
+from billing.ledger import CheckoutEvent, PurchaseOutcome, ReversalEvent
+from billing.models import ReversalKind
+from billing.reversals import ReversalState
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +106,107 @@ def _checkout_event(event: dict[str, Any]) -> CheckoutEvent:
         livemode=bool(event.get("livemode")),
         amount_total=amount_total,
         currency=currency,
+        payment_intent=_id_of(obj.get("payment_intent"), "payment_intent") or None,
     )
+
+
+def _id_of(value: Any, name: str) -> str:
+    """An id field that may be a string, an expanded object with an id, or absent."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str):
+        raise InvalidWebhook(f"{name} is not an id")
+    return value
+
+
+def _object_of(event: dict[str, Any], kind: str) -> dict[str, Any]:
+    obj = (event.get("data") or {}).get("object")
+    if not isinstance(obj, dict) or obj.get("object") != kind:
+        raise InvalidWebhook(f"event does not carry a {kind}")
+    if not isinstance(obj.get("id"), str) or not obj["id"]:
+        raise InvalidWebhook(f"{kind} has no id")
+    return obj
+
+
+def _amount(obj: dict[str, Any], field: str) -> int:
+    value = obj.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidWebhook(f"{obj.get('object')}.{field} is not a non-negative integer")
+    return value
+
+
+def _text(obj: dict[str, Any], field: str, *, required: bool = False) -> str:
+    value = obj.get(field)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidWebhook(f"{obj.get('object')}.{field} is not a string")
+    return value
+
+
+def _purchase_reference(obj: dict[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    value = metadata.get("purchase") if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _refund_state(obj: dict[str, Any]) -> ReversalState:
+    if obj.get("object") != "refund" or not isinstance(obj.get("id"), str) or not obj["id"]:
+        raise InvalidWebhook("refund has no id")
+    return ReversalState(
+        kind=ReversalKind.REFUND, stripe_id=obj["id"], amount=_amount(obj, "amount"),
+        status=_text(obj, "status", required=True), payment_intent=_id_of(obj.get("payment_intent"), "payment_intent"),
+        charge=_id_of(obj.get("charge"), "charge"), currency=_text(obj, "currency").lower(),
+    )
+
+
+def _reversal_event(event: dict[str, Any], states: list[ReversalState], intent: str,
+                    reference: str | None) -> ReversalEvent:
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise InvalidWebhook("event has no created time")
+    return ReversalEvent(
+        event_id=event["id"], type=event["type"], created=created, payment_intent=intent,
+        states=tuple(states), purchase_reference=reference,
+        api_version=str(event.get("api_version") or ""), livemode=bool(event.get("livemode")),
+    )
+
+
+def _charge_refunded(event: dict[str, Any]) -> PurchaseOutcome:
+    charge = _object_of(event, "charge")
+    intent = _id_of(charge.get("payment_intent"), "payment_intent")
+    states = [ReversalState(
+        kind=ReversalKind.CHARGE_REFUNDS, stripe_id=charge["id"], amount=_amount(charge, "amount_refunded"),
+        status="refunded" if charge.get("refunded") is True else "partially_refunded",
+        payment_intent=intent, charge=charge["id"], currency=_text(charge, "currency").lower(),
+    )]
+    refunds = charge.get("refunds")
+    if isinstance(refunds, dict) and isinstance(refunds.get("data"), list):
+        # Included when the endpoint's API version (or an expand) sends them.
+        for refund in refunds["data"]:
+            if not isinstance(refund, dict):
+                raise InvalidWebhook("charge.refunds holds something other than refunds")
+            states.append(_refund_state({**refund, "charge": refund.get("charge") or charge["id"]}))
+    return ledger.record_reversal(_reversal_event(event, states, intent, _purchase_reference(charge)))
+
+
+def _refund(event: dict[str, Any]) -> PurchaseOutcome:
+    state = _refund_state(_object_of(event, "refund"))
+    return ledger.record_reversal(_reversal_event(event, [state], state.payment_intent, None))
+
+
+def _dispute(event: dict[str, Any]) -> PurchaseOutcome:
+    dispute = _object_of(event, "dispute")
+    state = ReversalState(
+        kind=ReversalKind.DISPUTE, stripe_id=dispute["id"], amount=_amount(dispute, "amount"),
+        status=_text(dispute, "status", required=True),
+        payment_intent=_id_of(dispute.get("payment_intent"), "payment_intent"),
+        charge=_id_of(dispute.get("charge"), "charge"), currency=_text(dispute, "currency").lower(),
+        reason=_text(dispute, "reason")[:64],
+    )
+    return ledger.record_reversal(_reversal_event(event, [state], state.payment_intent, None))
 
 
 def _completed(event: dict[str, Any]) -> PurchaseOutcome:
@@ -104,6 +226,17 @@ HANDLERS: dict[str, Callable[[dict[str, Any]], PurchaseOutcome]] = {
     "checkout.session.completed": _completed,
     "checkout.session.async_payment_succeeded": lambda e: ledger.record_purchase_paid(_checkout_event(e)),
     "checkout.session.async_payment_failed": lambda e: ledger.record_purchase_failed(_checkout_event(e)),
+    "checkout.session.expired": lambda e: ledger.record_checkout_expired(_checkout_event(e)),
+    "charge.refunded": _charge_refunded,
+    "charge.refund.updated": _refund,
+    "refund.created": _refund,
+    "refund.updated": _refund,
+    "refund.failed": _refund,
+    "charge.dispute.created": _dispute,
+    "charge.dispute.updated": _dispute,
+    "charge.dispute.funds_withdrawn": _dispute,
+    "charge.dispute.funds_reinstated": _dispute,
+    "charge.dispute.closed": _dispute,
 }
 
 

@@ -8,4 +8,4 @@ class ImagingConfig(AppConfig):
     def ready(self) -> None:
         # System checks and error codes register on import, so the registry (and the
         # docs built from it) is complete before any URL is resolved.
-        from imaging import checks, errors, render_errors  # noqa: F401
+        from imaging import audit_checks, checks, errors, render_errors  # noqa: F401

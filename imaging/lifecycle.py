@@ -169,7 +169,7 @@ def settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
     if retried:
         _enqueue_quietly(render, "retry after a lost worker")
     else:
-        _quietly(ratelimit.give_back_render_slot, render.api_key_id, render.public_id)
+        _quietly(ratelimit.give_back_render_slot, render.api_key_id, render.public_id, render.user_id)
         _quietly(dispatch.mark_settled, render.public_id)
     return render
 

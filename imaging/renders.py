@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing import ledger
-from billing.errors import insufficient_credits_error
+from billing.errors import credits_owed_error, insufficient_credits_error
 from imaging import dispatch, idempotency, ratelimit, storage_keys
 from imaging.fetch import fetch_image
 from imaging.image_input import InputImage, encode_png, load_image
@@ -84,16 +84,19 @@ def load_input_image(*, image_url: str = "", upload: Any = None) -> InputImage:
 
 
 def refuse_if_short(user: Any) -> None:
-    """402 before any fetching or decoding when the owner cannot pay for a render.
+    """402 before any fetching or decoding when the owner cannot pay for a render
+    (``insufficient_credits``) or owes credits after a refund or dispute (``credits_owed``).
 
     A cheap read outside any transaction, so a key with no credits costs one query per
     request, not a download and a decode. The reserve stays the authority: a request
     that passes here can still be refused there.
     """
     required = int(settings.CREDITS_PER_RENDER)
-    available = ledger.balances(user).available
-    if available < required:
-        raise insufficient_credits_error(ledger.InsufficientCredits(available, required))
+    money = ledger.balances(user)
+    if money.owed > 0:
+        raise credits_owed_error(money.owed)
+    if money.available < required:
+        raise insufficient_credits_error(ledger.InsufficientCredits(money.available, required))
 
 
 def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputImage, *,
@@ -103,8 +106,9 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
     the render; then queues it.
 
     ``api_key`` is the ApiKey the request used, or None for the dashboard playground
-    (which then has no per-key in-flight cap). Raises, with nothing reserved:
-    ApiError ``insufficient_credits`` (402), ``rate_limited`` (429),
+    (which then has no per-key in-flight cap; the customer's cap still applies). Raises,
+    with nothing reserved:
+    ApiError ``insufficient_credits`` or ``credits_owed`` (402), ``rate_limited`` (429),
     ``queue_unavailable`` or ``storage_unavailable`` (503); ``idempotency.KeyTaken``
     when a concurrent twin created its render first. Once the render is committed
     nothing here raises: if the queue cannot take the job right then, the render is
@@ -119,7 +123,7 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
     try:
         # Both touch Redis: a queue that cannot be reached is refused here, before
         # anything is reserved.
-        ratelimit.take_render_slot(api_key_id, public_id)
+        ratelimit.take_render_slot(api_key_id, public_id, getattr(user, "pk", user))
         if api_key_id is None:
             dispatch.ping()
     except redis.RedisError as exc:
@@ -129,7 +133,7 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
         render = _store_and_create(user, api_key, params, image, public_id, actor, claim)
     except BaseException:
         try:
-            ratelimit.give_back_render_slot(api_key_id, public_id)
+            ratelimit.give_back_render_slot(api_key_id, public_id, getattr(user, "pk", user))
         except redis.RedisError:
             pass  # the slot frees itself at the render's deadline
         raise

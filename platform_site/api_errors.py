@@ -102,7 +102,9 @@ METHOD_NOT_ALLOWED = register(
 )
 RATE_LIMITED = register(
     "rate_limited", 429, "rate_limit_error",
-    "Too many requests or too many renders in flight for this key; retry after `Retry-After` seconds.",
+    "Too many requests or too many renders in flight, for this key or across all of the "
+    "customer's keys, or too many unknown API keys from this address; retry after "
+    "`Retry-After` seconds.",
 )
 INTERNAL_ERROR = register(
     "internal_error", 500, "api_error", "Something went wrong on our side; nothing was charged."
@@ -188,7 +190,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, drf_exceptions.MethodNotAllowed):
         code, message = "method_not_allowed", str(exc.detail)
     elif isinstance(exc, drf_exceptions.Throttled):
-        code, message = "rate_limited", "Too many requests; slow down."
+        code = "rate_limited"
+        message = getattr(exc, "public_message", "Too many requests; slow down.")
         if exc.wait is not None:
             headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
     elif isinstance(exc, drf_exceptions.PermissionDenied):

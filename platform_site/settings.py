@@ -44,11 +44,14 @@ def env_list(name: str, default: str) -> list[str]:
 # --- Core -------------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", True)
+# Public (it is in this file), so it signs nothing that matters: the web server refuses
+# it unless it listens on loopback only (platform_site.serving, gunicorn.conf.py).
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"
 SECRET_KEY = env("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -71,6 +74,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "platform_site.serving.DevelopmentKeyGuard",
     "platform_site.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -95,6 +99,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "billing.context_processors.verification_notice",
             ],
         },
     },
@@ -209,6 +214,21 @@ RQ_QUEUES = {
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "PixelAPI <no-reply@localhost>")
+# The sign-up grant waits for the address to be verified through a signed link.
+EMAIL_VERIFICATION_MAX_AGE_SECONDS = env_int("EMAIL_VERIFICATION_MAX_AGE_SECONDS", 3 * 24 * 3600)
+
+# --- Limits on the account forms (accounts.throttle; 429 with Retry-After) -------------
+# Counted per client address (see TRUSTED_PROXY_COUNT) and per account or address.
+
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 20)
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+SIGNUPS_PER_IP_PER_HOUR = env_int("SIGNUPS_PER_IP_PER_HOUR", 10)
+SIGNUPS_PER_ADDRESS_PER_HOUR = env_int("SIGNUPS_PER_ADDRESS_PER_HOUR", 3)
+PASSWORD_RESETS_PER_IP_PER_HOUR = env_int("PASSWORD_RESETS_PER_IP_PER_HOUR", 10)
+PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR = env_int("PASSWORD_RESETS_PER_ACCOUNT_PER_HOUR", 3)
+VERIFICATION_EMAILS_PER_ACCOUNT_PER_HOUR = env_int("VERIFICATION_EMAILS_PER_ACCOUNT_PER_HOUR", 3)
 
 # --- API ------------------------------------------------------------------------------
 
@@ -300,6 +320,15 @@ RETENTION_DAYS = env_int("RETENTION_DAYS", 30)
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 6000)
 API_MAX_RENDERS_IN_FLIGHT_PER_KEY = env_int("API_MAX_RENDERS_IN_FLIGHT_PER_KEY", 64)
+# Across all of a customer's keys (and the playground): by default a customer gets what
+# one key gets, however many keys they make.
+API_RATE_LIMIT_PER_MINUTE_PER_CUSTOMER = env_int(
+    "API_RATE_LIMIT_PER_MINUTE_PER_CUSTOMER", API_RATE_LIMIT_PER_MINUTE)
+API_MAX_RENDERS_IN_FLIGHT_PER_CUSTOMER = env_int(
+    "API_MAX_RENDERS_IN_FLIGHT_PER_CUSTOMER", API_MAX_RENDERS_IN_FLIGHT_PER_KEY)
+# Requests whose well-formed key is unknown, per client address, before the address is
+# refused without a database lookup.
+API_UNKNOWN_KEYS_PER_MINUTE_PER_IP = env_int("API_UNKNOWN_KEYS_PER_MINUTE_PER_IP", 30)
 # The sweeper re-enqueues an open render whose job Redis no longer has, once it is
 # this old (younger ones may be between their commit and their enqueue).
 RENDER_REQUEUE_AFTER_SECONDS = env_float("RENDER_REQUEUE_AFTER_SECONDS", 30.0)

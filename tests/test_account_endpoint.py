@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from accounts.keys import issue_key
 from accounts.models import User
@@ -11,7 +12,7 @@ from billing import ledger
 
 @pytest.fixture
 def owner(db) -> User:
-    return User.objects.create_user("owner@example.com", "a-long-password-1")
+    return User.objects.create_user("owner@example.com", "a-long-password-1", email_verified_at=timezone.now())
 
 
 def get_account(client, raw_key: str):

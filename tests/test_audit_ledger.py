@@ -8,6 +8,7 @@ from itertools import count
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from billing import ledger
 from billing.models import CreditAccount
@@ -20,7 +21,8 @@ _emails = count()
 def make_user(**extra):
     from accounts.models import User
 
-    return User.objects.create_user(email=f"audited{next(_emails)}@example.com", password="pw-123456789", **extra)
+    return User.objects.create_user(email=f"audited{next(_emails)}@example.com", password="pw-123456789",
+                                    email_verified_at=timezone.now(), **extra)
 
 
 def audit() -> tuple[str, str]:

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from billing import ledger
 from billing.models import CreditAccount, CreditPack, EntryKind, LedgerEntry, Purchase, StripeEvent
@@ -21,7 +22,8 @@ READ_ONLY = ["creditaccount", "ledgerentry", "hold", "purchase", "stripeevent"]
 def make_user(**extra):
     from accounts.models import User
 
-    return User.objects.create_user(email=f"admin{next(_emails)}@example.com", password="pw-123456789", **extra)
+    return User.objects.create_user(email=f"admin{next(_emails)}@example.com", password="pw-123456789",
+                                    email_verified_at=timezone.now(), **extra)
 
 
 @pytest.fixture
@@ -156,3 +158,32 @@ def test_staff_with_the_adjust_permission_can_adjust():
     account = CreditAccount.objects.get(user=make_user())
     apply_adjust(browser, account, amount=22, reason="refund render rnd_x")
     assert LedgerEntry.objects.get(kind=EntryKind.ADJUSTMENT).amount == 22
+
+
+def test_staff_can_record_a_refund_made_outside_stripe_as_owed(admin_client):
+    browser, _ = admin_client
+    customer = make_user()
+    ledger.reserve(customer, 22, reference="rnd_still_running")
+    account = CreditAccount.objects.get(user=customer)
+    response = browser.post(
+        reverse("admin:billing_creditaccount_changelist"),
+        {"action": "adjust_credits", "_selected_action": [account.pk], "apply": "1", "amount": -500,
+         "reason": "refunded by bank transfer, ticket 913", "owe_shortfall": "on"},
+        follow=True,
+    )
+    assert "Adjusted 1 account by -500." in response.content.decode()
+    entry = LedgerEntry.objects.get(kind=EntryKind.ADJUSTMENT)
+    # 220 - 22 held = 198 could be taken; the other 302 are owed, and the running render keeps its 22.
+    assert (entry.amount, entry.owed_change) == (-198, 302)
+    assert ledger.balances(customer) == ledger.Balances(22, 22, 0, 302)
+    page = browser.get(reverse("admin:billing_creditaccount_changelist") + "?owes=yes").content.decode()
+    assert customer.email in page
+
+
+def test_without_the_owed_box_a_removal_larger_than_what_is_available_is_still_refused(admin_client):
+    browser, _ = admin_client
+    customer = make_user()
+    account = CreditAccount.objects.get(user=customer)
+    response = apply_adjust(browser, account, amount=-500, reason="typo", follow=True)
+    assert "not adjusted, only 220 credits are available" in response.content.decode()
+    assert ledger.balances(customer).owed == 0

@@ -9,6 +9,7 @@ from itertools import count
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from billing import ledger
 from billing.models import CreditPack
@@ -21,7 +22,8 @@ _emails = count()
 def make_user(**extra):
     from accounts.models import User
 
-    return User.objects.create_user(email=f"reader{next(_emails)}@example.com", password="pw-123456789", **extra)
+    return User.objects.create_user(email=f"reader{next(_emails)}@example.com", password="pw-123456789",
+                                    email_verified_at=timezone.now(), **extra)
 
 
 @pytest.fixture
@@ -121,7 +123,7 @@ def test_the_ledger_downloads_as_csv_newest_first(user, client):
     assert response["Content-Type"].startswith("text/csv")
     assert 'filename="ledger.csv"' in response["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert rows[0] == ["created_at", "kind", "amount", "balance_after", "reference", "note"]
+    assert rows[0] == ["created_at", "kind", "amount", "balance_after", "reference", "note", "owed_change", "owed_after"]
     assert [(r[1], r[2], r[3]) for r in rows[1:]] == [
         ("adjustment", "3", "211"), ("usage", "-22", "208"), ("grant", "10", "230"), ("grant", "220", "220"),
     ]

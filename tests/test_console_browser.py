@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core import mail
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
@@ -56,7 +57,15 @@ def test_a_developer_runs_a_playground_render_and_finds_it_in_the_gallery(
     page.get_by_role("button", name="Create account").click()
     page.wait_for_url(f"{base}/dashboard/")
     assert page.get_by_role("heading", name="Overview", exact=True).is_visible()
+    # No credits until the address is verified, and the overview says why.
+    assert page.get_by_test_id("verify-email-notice").is_visible()
+    assert int(page.get_by_test_id("credits-available").inner_text()) == 0
     screenshot("overview-new-account")
+    link = re.search(r"https?://[^/\s]+(/verify-email/[^\s/]+/)", mail.outbox[-1].body).group(1)
+    page.goto(f"{base}{link}")
+    page.wait_for_url(f"{base}/dashboard/")
+    assert page.get_by_test_id("verify-email-notice").count() == 0
+    assert int(page.get_by_test_id("credits-available").inner_text()) == 220
 
     page.goto(f"{base}/dashboard/keys/")
     page.get_by_label("Key name").fill("laptop")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from billing import ledger
 from billing.audit import find_drift
@@ -29,7 +30,8 @@ _emails = count()
 def make_user():
     from accounts.models import User
 
-    return User.objects.create_user(email=f"racer{next(_emails)}@example.com", password="pw-123456789")
+    return User.objects.create_user(email=f"racer{next(_emails)}@example.com", password="pw-123456789",
+                                    email_verified_at=timezone.now())
 
 
 def race(n: int, work: Callable[[int], Any]) -> list[Any]:

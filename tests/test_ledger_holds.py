@@ -23,7 +23,8 @@ _emails = count()
 def make_user(**extra):
     from accounts.models import User
 
-    return User.objects.create_user(email=f"holder{next(_emails)}@example.com", password="pw-123456789", **extra)
+    return User.objects.create_user(email=f"holder{next(_emails)}@example.com", password="pw-123456789",
+                                    email_verified_at=timezone.now(), **extra)
 
 
 def test_a_new_user_gets_the_signup_grant_as_a_ledger_entry(settings):

@@ -11,6 +11,7 @@ import pytest
 import stripe
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from billing import ledger, stripe_gateway
 from billing.models import CreditPack, Purchase, PurchaseStatus
@@ -53,7 +54,8 @@ class FakeStripeHTTP(stripe.HTTPClient):
 def make_user():
     from accounts.models import User
 
-    return User.objects.create_user(email=f"buyer{next(_emails)}@example.com", password="pw-123456789")
+    return User.objects.create_user(email=f"buyer{next(_emails)}@example.com", password="pw-123456789",
+                                    email_verified_at=timezone.now())
 
 
 @pytest.fixture

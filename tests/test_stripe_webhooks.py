@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from typing import Any
 
 import pytest
 import stripe
-from django.db import connections
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from billing import ledger
 from billing.models import CreditPack, EntryKind, LedgerEntry, Purchase, PurchaseStatus, StripeEvent
+from tests.concurrency import race
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +37,7 @@ def make_purchase(credits: int = 1100, amount: int = 1000) -> Purchase:
     from accounts.models import User
 
     n = next(_ids)
-    user = User.objects.create_user(email=f"payer{n}@example.com", password="pw-123456789")
+    user = User.objects.create_user(email=f"payer{n}@example.com", password="pw-123456789", email_verified_at=timezone.now())
     pack = CreditPack.objects.create(name=f"Pack {n}", credits=credits, price=amount, currency="usd")
     return Purchase.objects.create(
         user=user, pack=pack, credits=credits, amount=amount, currency="usd",
@@ -138,20 +137,6 @@ def test_two_different_events_for_one_session_credit_once():
     assert (first.json()["outcome"], second.json()["outcome"]) == ("credited", "already_paid")
     assert credited(purchase) == 1100
     assert StripeEvent.objects.count() == 2
-
-
-def race(n: int, work: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> Any:
-        try:
-            barrier.wait(timeout=10)
-            return work(i)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(run, range(n)))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -123,6 +123,8 @@ class Overview:
     month_start: datetime
     per_day: list[DayCount]
     latest: list[Render]
+    # Credits a refunded or disputed payment took back beyond the balance (renders paused).
+    owed: int = 0
 
 
 def user_overview(user: Any, *, now: datetime | None = None) -> Overview:
@@ -138,6 +140,7 @@ def user_overview(user: Any, *, now: datetime | None = None) -> Overview:
         month_start=start,
         per_day=renders_per_day(mine, CHART_DAYS, now),
         latest=list(mine.select_related("api_key").order_by("-created_at")[:LATEST_RENDERS]),
+        owed=credits.owed,
     )
 
 

@@ -1,7 +1,11 @@
-"""`manage.py audit_ledger`: proves the cached balances still equal the ledger.
+"""`manage.py audit_ledger`: checks the ledger against its caches and against what it is about.
 
-For every account: balance == sum of its entries, held == sum of its pending holds,
-and the newest entry's balance_after == balance. Exits 1 naming each drifting account.
+The checks are listed in ``billing.audit`` (cached totals, the balance_after/owed_after
+chain, entry shapes, one usage entry per captured hold, one purchase entry per paid
+purchase, reversals against refunds and disputes, and render charges from imaging).
+Prints one line per problem on stderr, naming the account and the ids involved, and
+exits 1 if there is even one; exit 0 means every check passed. ``--first`` stops at the
+first problem (a quick yes/no on a large ledger).
 """
 
 from __future__ import annotations
@@ -10,17 +14,26 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.audit import find_drift
+from billing.audit import CHECKS, find_problems
 
 
 class Command(BaseCommand):
-    help = "Checks balance == sum(entries) and held == sum(pending holds) for every credit account."
+    help = "Checks every ledger invariant (see billing.audit); exits 1 naming each problem."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--first", action="store_true",
+                            help="Stop at the first problem instead of listing them all.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        drifts, checked = find_drift()
-        for drift in drifts:
-            self.stderr.write(str(drift))
-        if drifts:
-            names = ", ".join(f"#{d.account_id} ({d.email})" for d in drifts)
-            raise CommandError(f"{len(drifts)} of {checked} credit accounts drift: {names}")
-        self.stdout.write(f"ledger balanced: {checked} credit accounts checked")
+        problems, checked = find_problems(first_only=options["first"])
+        for problem in problems:
+            self.stderr.write(str(problem))
+        if problems:
+            accounts = sorted({(p.account_id or 0, p.email) for p in problems})
+            names = ", ".join(f"#{pk} ({email})" for pk, email in accounts)
+            raise CommandError(
+                f"{len(problems)} problem{'s' if len(problems) != 1 else ''}; "
+                f"{len(accounts)} of {checked} credit accounts drift: {names}"
+            )
+        self.stdout.write(f"ledger balanced: {checked} credit accounts checked, "
+                          f"{len(CHECKS)} checks passed ({', '.join(name for name, _ in CHECKS)})")

@@ -42,11 +42,14 @@ FORM_FIELDS = ("scene_prompt", "output_format", "seed")
 class PlaygroundError(Exception):
     """Refused before anything was reserved; ``errors`` maps a form field (or "") to messages."""
 
-    def __init__(self, errors: dict[str, list[str]], status: int = 400, code: str = "invalid_request") -> None:
+    def __init__(self, errors: dict[str, list[str]], status: int = 400, code: str = "invalid_request",
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__("; ".join(m for ms in errors.values() for m in ms))
         self.errors = errors
         self.status = status
         self.code = code
+        # 429s say when to come back (Retry-After), as the API's do.
+        self.headers = headers or ({"Retry-After": "1"} if status == 429 else {})
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -110,7 +113,7 @@ def start_render(request: HttpRequest) -> Render:
         return renders.submit_render(request.user, None, params, image, actor="playground")
     except ApiError as exc:
         raise PlaygroundError({_form_field(exc.param): [exc.message]}, status=exc.status,
-                              code=exc.code) from None
+                              code=exc.code, headers=exc.headers) from None
 
 
 def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
@@ -145,7 +148,7 @@ def playground(request: HttpRequest) -> HttpResponse:
     except PlaygroundError as exc:
         if _wants_json(request):
             return JsonResponse({"error": {"code": exc.code, "message": str(exc)}, "errors": exc.errors},
-                                status=exc.status)
+                                status=exc.status, headers=exc.headers)
         values = {
             "source": request.POST.get("source", "upload"),
             "output_format": request.POST.get("output_format", "png"),
@@ -154,9 +157,12 @@ def playground(request: HttpRequest) -> HttpResponse:
             "image_url": request.POST.get("image_url", ""),
             "seed": request.POST.get("seed", ""),
         }
-        return render_page(request, "console/playground.html",
+        page = render_page(request, "console/playground.html",
                            _context(request, values=values, field_errors=exc.errors,
                                     form_errors=exc.errors.get("", [])), status=exc.status)
+        for name, value in exc.headers.items():
+            page[name] = value
+        return page
     detail_url = reverse("console:render-detail", args=[render.public_id])
     if _wants_json(request):
         return JsonResponse({

@@ -14,7 +14,8 @@ from django.shortcuts import render as render_page
 from django.views.decorators.http import require_GET
 
 from billing import ledger
-from billing.models import Hold, LedgerEntry, Purchase
+from billing.models import CreditAccount, Hold, LedgerEntry, PaymentReversal, Purchase, ReversalKind
+from billing.reversals import DISPUTE_FINAL
 from imaging.dashboard import stats
 from imaging.dashboard.access import staff_required
 from imaging.dashboard.chart import renders_chart
@@ -53,7 +54,20 @@ def usage(request: HttpRequest) -> HttpResponse:
         "queues": stats.queue_report(),
         "email": email,
         "email_not_found": bool(email),
+        **money_at_risk(),
     })
+
+
+def money_at_risk() -> dict:
+    """Accounts that owe credits, and disputes not yet closed: two queries, however many."""
+    return {
+        "owing_accounts": list(CreditAccount.objects.filter(owed__gt=0).select_related("user")
+                               .order_by("-owed", "pk")[:RECENT_ROWS]),
+        "open_disputes": list(PaymentReversal.objects.filter(kind=ReversalKind.DISPUTE)
+                              .exclude(status__in=DISPUTE_FINAL).select_related("purchase__user")
+                              .order_by("-updated_at", "-pk")[:RECENT_ROWS]),
+        "recent_rows": RECENT_ROWS,
+    }
 
 
 @staff_required
@@ -69,6 +83,8 @@ def account(request: HttpRequest, user_id: int) -> HttpResponse:
         "page": page,
         "holds": Hold.objects.filter(account__user=user).order_by("-created_at", "-id")[:RECENT_ROWS],
         "purchases": Purchase.objects.filter(user=user).select_related("pack").order_by("-created_at")[:RECENT_ROWS],
+        "reversals": PaymentReversal.objects.filter(purchase__user=user).select_related("purchase")
+                     .order_by("-updated_at", "-pk")[:RECENT_ROWS],
         "renders": Render.objects.filter(user=user).select_related("api_key").order_by("-created_at")[:RECENT_ROWS],
         "recent_rows": RECENT_ROWS,
     })
