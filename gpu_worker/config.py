@@ -18,13 +18,23 @@ WORKER_ECHO_DELAY_MS        0: how long an echo render takes
 WORKER_DEVICE               auto (CUDA with fp16 when present, else CPU) | cpu | cuda
 MATTING_ENGINE              auto (learned weights when installed, else classical) |
                             learned | classical
-MATTING_REFINE              cf (closed-form re-solve of the edge band) | snap
+MATTING_REFINE              cf (closed-form re-solve of the edge band; for the learned
+                            engine the band is a trimap around the network's mask) | snap
 MATTING_WORKING_PIXELS      1048576: resolution bound for everything but band work
 MATTING_MODEL_REPO          onnx-community/BiRefNet-ONNX
 MATTING_MODEL_REVISION      pinned commit of that repository
 MATTING_MODEL_FILE          onnx/model.onnx (fp32); MATTING_MODEL_FILE_FP16 for CUDA
 MATTING_MODEL_PATH          a local .onnx file instead of the Hub (overrides the three)
 MATTING_INPUT_SIZE          1024: the network's native input (2048 for HR variants)
+MATTING_MODEL_FAMILY        auto (the model's config.json, else birefnet) | birefnet |
+                            isnet (alias dis): the preset for normalisation and for the
+                            output order (BiRefNet's prediction is last, ISNet's first)
+MATTING_OUTPUT              auto (a single-channel output at the input's full size, the
+                            family's order breaking ties) | first | last | an output name
+MATTING_MEAN, MATTING_STD   per-channel normalisation of RGB in 0..1, "0.5" or
+                            "0.485,0.456,0.406" (default: the model's config, else the
+                            family's: ImageNet for birefnet, 0.5 and 1.0 for isnet)
+MATTING_ACTIVATION          auto (sigmoid when the output leaves 0..1) | sigmoid | none
 ONNX_THREADS                0 (onnxruntime's default) or a thread count
 ==========================  ==========================================================
 """
@@ -76,6 +86,13 @@ class WorkerConfig:
     matting_weights_fp16: str = "onnx/model_fp16.onnx"
     matting_model_path: Path | None = None
     matting_input_size: int = 1024
+    # How to read the learned engine's network; "auto" and None defer to the model's
+    # config.json, then the family preset (gpu_worker.matting.learned.NetworkSpec).
+    matting_model_family: str = "auto"
+    matting_output: str = "auto"
+    matting_mean: tuple[float, float, float] | None = None
+    matting_std: tuple[float, float, float] | None = None
+    matting_activation: str = "auto"
     onnx_threads: int = 0
     # The raw environment, for stages configured elsewhere (the scene generator's
     # model ids and steps live with the scene code).
@@ -104,6 +121,9 @@ class WorkerConfig:
             licence=default.matting_weights.licence,
         )
         model_path = get("MATTING_MODEL_PATH", "")
+        output = get("MATTING_OUTPUT", "auto")
+        if output.lower() in ("auto", "first", "last"):
+            output = output.lower()  # keywords; anything else is an output's exact name
         return cls(
             redis_url=get("REDIS_URL", default.redis_url),
             redis_connect_timeout=float(get("REDIS_CONNECT_TIMEOUT_SECONDS", str(default.redis_connect_timeout))),
@@ -122,6 +142,30 @@ class WorkerConfig:
             matting_weights_fp16=get("MATTING_MODEL_FILE_FP16", default.matting_weights_fp16),
             matting_model_path=Path(model_path) if model_path else None,
             matting_input_size=int(get("MATTING_INPUT_SIZE", str(default.matting_input_size))),
+            matting_model_family=choice("MATTING_MODEL_FAMILY", "auto",
+                                        ("auto", "birefnet", "isnet", "dis")),
+            matting_output=output,
+            matting_mean=_channels("MATTING_MEAN", get("MATTING_MEAN", "")),
+            matting_std=_channels("MATTING_STD", get("MATTING_STD", ""), positive=True),
+            matting_activation=choice("MATTING_ACTIVATION", "auto", ("auto", "sigmoid", "none")),
             onnx_threads=int(get("ONNX_THREADS", "0")),
             env=env,
         )
+
+
+def _channels(name: str, value: str, positive: bool = False
+              ) -> tuple[float, float, float] | None:
+    """ "0.5" or "0.485,0.456,0.406" as three floats; None when unset."""
+    if not value:
+        return None
+    try:
+        values = [float(part) for part in value.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected 1 or 3 numbers") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise ValueError(f"{name}={value!r}: expected 1 or 3 numbers")
+    if positive and min(values) <= 0:
+        raise ValueError(f"{name}={value!r}: every value must be positive")
+    return (values[0], values[1], values[2])

@@ -24,7 +24,8 @@ from gpu_worker.echo import EchoRenderer
 from gpu_worker.errors import RenderError
 from gpu_worker.matting.classical import ClassicalAlphaEstimator
 from gpu_worker.matting.engine import MattingPipeline
-from gpu_worker.matting.learned import load_onnx_estimator
+from gpu_worker.matting.learned import NetworkSpec, load_onnx_estimator
+from gpu_worker.matting.learned_refine import TrimapRefiner
 from gpu_worker.matting.refine import BandRefiner
 from gpu_worker.pipeline import Renderer, RenderOutput, ReplaceBackgroundPipeline, StageCallback
 from gpu_worker.stages import SceneGenerator
@@ -95,21 +96,35 @@ def missing_weights(config: WorkerConfig, dtype: str = "float32") -> list[str]:
     return [f"matting: {source} (expected at {path})", *scene]
 
 
+def network_spec(config: WorkerConfig) -> NetworkSpec:
+    """The learned engine's explicit settings; what they leave at auto comes from the model."""
+    return NetworkSpec(family=config.matting_model_family, output=config.matting_output,
+                       mean=config.matting_mean, std=config.matting_std,
+                       activation=config.matting_activation)
+
+
 def load_matting(config: WorkerConfig, device: str, dtype: str) -> MattingPipeline:
-    """The configured matting pipeline; RenderError("model_unavailable") if it cannot load."""
-    refiner = BandRefiner(mode=config.matting_refine)
+    """The configured matting pipeline; RenderError("model_unavailable") if it cannot load.
+
+    The learned engine gets the trimap refiner (`learned_refine.TrimapRefiner`) for
+    MATTING_REFINE=cf: a network's mask may be hard, and the band refiner only re-solves
+    pixels an estimate is unsure of.
+    """
     path = matting_weights_path(config, dtype)
     use_learned = config.matting_engine == "learned" or (
         config.matting_engine == "auto" and path.is_file())
     if not use_learned:
-        return MattingPipeline(ClassicalAlphaEstimator(), refiner=refiner,
+        return MattingPipeline(ClassicalAlphaEstimator(),
+                               refiner=BandRefiner(mode=config.matting_refine),
                                working_pixels=config.matting_working_pixels)
     spec = config.matting_weights
     model_id = (str(path) if config.matting_model_path is not None
                 else f"{spec.repo_id}@{spec.revision}")
     estimator = load_onnx_estimator(path, device=device, input_size=config.matting_input_size,
                                     threads=config.onnx_threads,
-                                    facts={"matting_model": model_id})
+                                    facts={"matting_model": model_id},
+                                    spec=network_spec(config))
+    refiner = TrimapRefiner() if config.matting_refine == "cf" else BandRefiner(mode="snap")
     return MattingPipeline(estimator, refiner=refiner,
                            working_pixels=config.matting_working_pixels)
 
@@ -156,6 +171,10 @@ def load_models(config: WorkerConfig) -> LoadedModels:
                              "model": facts.get("matting_model", matting.name),
                              "refine": config.matting_refine,
                              "load_ms": round((time.perf_counter() - started) * 1000)}
+        network = getattr(matting.estimator, "spec", None)
+        if isinstance(network, NetworkSpec):
+            report["matting"].update(network.describe(),
+                                     output=getattr(matting.estimator, "output_name", None))
         log.info("matting: %s loaded in %d ms", report["matting"]["model"],
                  report["matting"]["load_ms"])
         started = time.perf_counter()
