@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both are idempotent.
-.PHONY: run test setup bench-matting bench-pipeline bench-scene bench-api bench-faults bench-decode clean
+.PHONY: run test setup bench-matting bench-studio bench-pipeline bench-scene bench-api bench-faults bench-decode clean
 
 run: setup
 	.venv/bin/python scripts/devserver.py
@@ -12,6 +12,9 @@ setup:
 
 bench-matting: setup
 	.venv/bin/python bench/matting_quality.py
+
+bench-studio: setup
+	.venv/bin/python bench/studio_eval.py
 
 bench-pipeline: setup
 	.venv/bin/python bench/pipeline.py

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py                    # 1, 6 and 24 MP, classical engine
     .venv/bin/python bench/pipeline.py --sizes 1,6        # skip the heavy one
+    .venv/bin/python bench/pipeline.py --subject shadow   # a bottle in its contact shadow
     .venv/bin/python bench/pipeline.py --onnx model.onnx  # the learned engine instead
     .venv/bin/python bench/pipeline.py --renders 20       # also renders/s at 1 MP
     .venv/bin/python bench/pipeline.py --scene tiny --sizes 1        # + generation, tiny models
@@ -44,16 +45,23 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def generate(path: Path, megapixels: int) -> None:
-    """Writes a generated hair portrait of that size (hair: the widest edge band)."""
+def generate(path: Path, megapixels: int, subject: str = "hair") -> None:
+    """Writes a generated input of that size: a hair portrait (the widest edge band) or,
+    with ``--subject shadow``, a studio bottle standing in its soft contact shadow (the
+    shadow layer found, kept and multiplied onto the scene at full resolution)."""
     from PIL import Image
 
-    from gpu_worker import synthetic
+    from gpu_worker import studio_truth, synthetic
 
     width, height = SIZES[megapixels]
-    case = synthetic.make_case("hair", "white", width, height, seed=0,
-                               supersample=4 if megapixels == 1 else 2)
-    Image.fromarray(case.image).save(path, "PNG", compress_level=1)
+    supersample = 4 if megapixels == 1 else 2
+    if subject == "shadow":
+        image = studio_truth.make_case("bottle/white_soft", width, height, seed=0,
+                                       supersample=supersample, compress=False).image
+    else:
+        image = synthetic.make_case("hair", "white", width, height, seed=0,
+                                    supersample=supersample).image
+    Image.fromarray(image).save(path, "PNG", compress_level=1)
 
 
 def scene_generator(kind: str, matte_fn):
@@ -77,11 +85,11 @@ def measure(path: Path, onnx: str, renders: int, scene: str = "plain") -> dict:
     from gpu_worker.pipeline import ReplaceBackgroundPipeline
     if onnx:
         from gpu_worker.matting.learned import load_onnx_estimator
+        from gpu_worker.matting.learned_refine import TrimapRefiner
 
-        estimator = load_onnx_estimator(Path(onnx))
+        matting = MattingPipeline(load_onnx_estimator(Path(onnx)), refiner=TrimapRefiner())
     else:
-        estimator = ClassicalAlphaEstimator()
-    matting = MattingPipeline(estimator)
+        matting = MattingPipeline(ClassicalAlphaEstimator())
     pipeline = ReplaceBackgroundPipeline(matting, scene_generator(scene, matting.matte_fn))
     data = path.read_bytes()
     baseline_rss = _peak_rss_mb()
@@ -128,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time this many back-to-back renders at 1 MP")
     parser.add_argument("--scene", choices=("plain", "tiny", "configured"), default="plain",
                         help="scene stage: none, tiny diffusion models, or the configured model")
+    parser.add_argument("--subject", choices=("hair", "shadow"), default="hair",
+                        help="hair portrait, or a bottle in its soft contact shadow")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--generate", default="", help=argparse.SUPPRESS)
     parser.add_argument("--megapixels", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generate:
-        generate(Path(args.generate), args.megapixels)
+        generate(Path(args.generate), args.megapixels, args.subject)
         return 0
     if args.child:
         print(json.dumps(measure(Path(args.child), args.onnx, args.renders, args.scene)))
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for mp in sizes:
             path = Path(tmp) / f"input-{mp}mp.png"
             subprocess.run([sys.executable, __file__, "--generate", str(path),
-                            "--megapixels", str(mp)], check=True)
+                            "--megapixels", str(mp), "--subject", args.subject], check=True)
             command = [sys.executable, __file__, "--child", str(path), "--onnx", args.onnx,
                        "--scene", args.scene,
                        "--renders", str(args.renders if mp == 1 else 0)]

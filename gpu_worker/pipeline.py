@@ -15,6 +15,7 @@ import numpy as np
 
 from gpu_worker.composite import compose
 from gpu_worker.matting.engine import MattingPipeline
+from gpu_worker.shadow_policy import ShadowDecision, decide
 from gpu_worker.stages import Scene, SceneGenerator, SceneRequest
 
 StageCallback = Callable[[str], None]
@@ -54,7 +55,15 @@ def subject_facts(alpha: np.ndarray) -> dict[str, Any]:
 
 
 class ReplaceBackgroundPipeline:
-    """matting -> scene -> compose, at the source's full resolution."""
+    """matting -> scene -> compose, at the source's full resolution.
+
+    The matting stage separates the subject from its shadow; `shadow_policy` decides
+    what of the shadow goes onto the new scene (kept, dropped_hard, none_found,
+    not_requested), and the result says so under ``subject.shadow``. A scene generator
+    may carry a shadow of its own (the diffusion generator's contact-shadow estimate);
+    it is used only when the matting engine modelled none, so a learned engine on a
+    plain backdrop still keeps its contact shadow.
+    """
 
     def __init__(self, matting: MattingPipeline, scene: SceneGenerator) -> None:
         self.matting = matting
@@ -81,8 +90,9 @@ class ReplaceBackgroundPipeline:
 
         report("composing")
         started = time.perf_counter()
-        shadow = scene.shadow if preserve_shadow else None
-        out = compose(image, matte.alpha, matte.foreground, scene.background, shadow)
+        decision = _shadow_decision(matte, scene, preserve_shadow)
+        out = compose(image, matte.alpha, matte.foreground, scene.background,
+                      decision.multiplier)
         timings["compose"] = _ms(started)
 
         facts = dict(scene.facts)
@@ -90,10 +100,19 @@ class ReplaceBackgroundPipeline:
         subject = subject_facts(matte.alpha)
         subject.update(matte.facts)
         subject.update(facts)
+        subject["shadow"] = decision.as_facts()
         return RenderOutput(image=out, alpha=matte.alpha_u8, seed=seed,
                             scene_generated=scene_generated, timings_ms=timings,
                             subject=subject,
                             engine={"matting": self.matting.name, "scene": self.scene.name})
+
+
+def _shadow_decision(matte, scene: Scene, preserve_shadow: bool) -> ShadowDecision:
+    decision = decide(matte, preserve_shadow)
+    if decision.state == "none_found" and matte.shadow is None and scene.shadow is not None:
+        strength = float(1.0 - scene.shadow.min())
+        return ShadowDecision("kept", strength, scene.shadow)
+    return decision
 
 
 def _check_scene(scene: Scene, size: tuple[int, int]) -> None:

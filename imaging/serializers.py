@@ -150,6 +150,25 @@ def _iso(value: datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+class ShadowSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["kept", "dropped_hard", "none_found", "not_requested"],
+        help_text=("kept: the soft contact shadow was carried onto the new scene; "
+                   "dropped_hard: a hard cast shadow was found and dropped (it would fight "
+                   "the new scene's light); none_found: the photo had none; not_requested: "
+                   "preserve_shadow was false and no trace of the old shadow remains."))
+    strength = serializers.FloatField(help_text="The shadow's deepest darkening, 0..1.")
+
+
+def _shadow(render: Render) -> dict[str, Any] | None:
+    found = (render.subject or {}).get("shadow")
+    if render.status != RenderStatus.SUCCEEDED or not isinstance(found, dict):
+        return None
+    if found.get("state") not in ("kept", "dropped_hard", "none_found", "not_requested"):
+        return None
+    return {"state": found["state"], "strength": float(found.get("strength", 0.0))}
+
+
 class RenderSerializer(serializers.Serializer):
     """The render object.
 
@@ -178,6 +197,8 @@ class RenderSerializer(serializers.Serializer):
     timings_ms = serializers.DictField(child=serializers.FloatField(), help_text="Per-stage worker timings.")
     subject = serializers.DictField(help_text="Facts the worker reported, e.g. the light direction used.")
     scene_generated = serializers.BooleanField(allow_null=True)
+    shadow = ShadowSerializer(allow_null=True, help_text=(
+        "What was done with the photo's shadow; null until succeeded."))
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     error = RenderErrorSerializer(allow_null=True, help_text="Set when status is failed.")
@@ -206,6 +227,7 @@ class RenderSerializer(serializers.Serializer):
             "timings_ms": render.timings_ms or {},
             "subject": render.subject or {},
             "scene_generated": render.scene_generated,
+            "shadow": _shadow(render),
             "created_at": _iso(render.created_at),
             "finished_at": _iso(render.finished_at),
             "error": {"code": render.error_code, "message": render.error_message} if failed else None,

@@ -16,6 +16,7 @@ from django.utils import timezone
 from PIL import Image
 
 from billing.models import Hold, HoldStatus
+from gpu_worker import studio_truth
 from imaging.models import Render, RenderEvent
 from tests.helpers_render import (  # noqa: F401  (fixtures are found by name)
     CREDITS,
@@ -85,6 +86,27 @@ def test_a_render_answers_200_and_its_output_downloads_with_the_subject_exact(de
     render = Render.objects.get(public_id=body["id"])
     assert Hold.objects.get(pk=render.hold_id).status == HoldStatus.CAPTURED
     assert list(RenderEvent.objects.filter(render=render).values_list("to_status", flat=True))[-1] == "succeeded"
+    assert body["shadow"] == {"state": "none_found", "strength": 0.0}
+
+
+@pytest.mark.usefixtures("render_env")
+def test_the_response_says_what_was_done_with_the_photos_shadow(default_engine_worker, settings):
+    settings.RENDER_SYNC_WINDOW_SECONDS = 55
+    client = api_client(make_user("shadow@example.com"))
+    case = studio_truth.make_case("bottle/white_soft", 288, 216, seed=1)
+    photo = io.BytesIO()
+    Image.fromarray(case.image).save(photo, "PNG")
+
+    kept = post_render(client, image=photo.getvalue(), scene_prompt="a plain studio", seed=3)
+    assert kept.status_code == 200, kept.content
+    shadow = kept.json()["shadow"]
+    assert shadow["state"] == "kept"
+    assert abs(shadow["strength"] - float(1 - case.shadow[case.alpha < 0.01].min())) < 0.1
+
+    dropped = post_render(client, image=photo.getvalue(), scene_prompt="a plain studio", seed=3,
+                          preserve_shadow=False)
+    assert dropped.status_code == 200, dropped.content
+    assert dropped.json()["shadow"]["state"] == "not_requested"
 
 
 @pytest.mark.usefixtures("render_env")

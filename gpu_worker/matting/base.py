@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 
 @dataclass
@@ -32,6 +33,14 @@ class Estimate:
     # it instead of guessing the backdrop from the neighbourhood.
     background: np.ndarray | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    # HxW float32 shadow ratio S on the backdrop (1 = no shadow), separated from the
+    # subject (`shadow_layer`), or None when the estimator found or models none.
+    shadow: np.ndarray | None = None
+    # The shadow is a hard cast shadow (the brief drops those) rather than a soft one.
+    shadow_hard: bool = False
+    # HxW bool: pixels whose alpha the estimator read along a colour line of its own (a
+    # see-through panel); the refiner's projection on the subject's colour leaves them.
+    line_solved: np.ndarray | None = None
 
 
 class AlphaEstimator(Protocol):
@@ -40,6 +49,12 @@ class AlphaEstimator(Protocol):
     name: str
 
     def __call__(self, image: np.ndarray) -> Estimate: ...
+
+
+class Refiner(Protocol):
+    """Stage 2: the estimate's alpha fixed in the edge band (HxW float32 0..1)."""
+
+    def __call__(self, image: np.ndarray, estimate: Estimate) -> np.ndarray: ...
 
 
 @dataclass
@@ -55,6 +70,10 @@ class Matte:
     band: np.ndarray
     facts: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # HxW float32 shadow ratio S at full resolution (1 = none), separated from the
+    # subject's alpha; None when no shadow was found. `shadow_policy` decides its use.
+    shadow: np.ndarray | None = None
+    shadow_hard: bool = False
 
     @property
     def alpha_u8(self) -> np.ndarray:
@@ -96,6 +115,19 @@ def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
     h, w = mask.shape
     return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
             slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+
+
+def drop_small(mask: np.ndarray, min_size: int, eight: bool = False) -> np.ndarray:
+    """`mask` without its connected components smaller than `min_size` pixels (noise
+    specks), 4- or 8-connected."""
+    structure = np.ones((3, 3), bool) if eight else None
+    labels, count = ndimage.label(mask, structure=structure)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    return keep[labels]
 
 
 def disk(radius: int) -> np.ndarray:

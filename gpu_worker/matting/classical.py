@@ -40,8 +40,9 @@ from scipy import ndimage
 
 from gpu_worker.errors import RenderError
 from gpu_worker.matting.backdrop import Backdrop, border_mask, fit_backdrop
-from gpu_worker.matting.base import Estimate, dilate, disk, resize_image
+from gpu_worker.matting.base import Estimate, dilate, disk, drop_small, resize_image
 from gpu_worker.matting.closed_form import solve_alpha
+from gpu_worker.matting.shadow_layer import ShadowLayer, no_shadow, separate_shadow
 
 
 def backdrop_distance(image: np.ndarray, backdrop: Backdrop) -> np.ndarray:
@@ -81,6 +82,9 @@ class ClassicalAlphaEstimator:
     background_floor: float = 10.0
     # Look for a see-through panel (a dupatta, glass) and solve it along its colour line.
     find_panels: bool = True
+    # Separate shadows on the paper from the subject (shadow_layer), at this short side.
+    separate_shadows: bool = True
+    shadow_short_side: int = 512
 
     def __call__(self, image: np.ndarray) -> Estimate:
         height, width = image.shape[:2]
@@ -88,11 +92,24 @@ class ClassicalAlphaEstimator:
         ch, cw = max(8, int(round(height * scale))), max(8, int(round(width * scale)))
         small = resize_image(image, ch, cw)
         backdrop = fit_backdrop(small, order=self.backdrop_order)
+        layer = self._shadow_layer(image, backdrop)
+        shadow_small = resize_image(layer.ratio, ch, cw)
+        paper_small = backdrop.render(ch, cw) * shadow_small[..., None]
 
-        distance = backdrop_distance(small, backdrop)
+        distance = np.max(np.abs(small.astype(np.float32) / 255.0 - paper_small), axis=2)
         threshold = max(self.noise_factor * _noise(distance), 3.0 / 255.0)
         subject = distance >= threshold
-        subject = _drop_specks(subject, min_size=3)
+        if layer.found:
+            # S under the subject is only a guess continued from the floor around it; a
+            # subject of about the shadowed paper's colour must not vanish into it, so
+            # whatever differs from the clean paper and is not seen floor is subject too.
+            floor = resize_image(layer.floor.astype(np.float32), ch, cw) >= 0.5
+            subject |= (backdrop_distance(small, backdrop) >= threshold) & ~dilate(floor, 1)
+        solid_small = np.zeros_like(subject)
+        if layer.subject.any():
+            subject |= resize_image(layer.subject.astype(np.float32), ch, cw) >= 0.5
+            solid_small = resize_image(layer.solid.astype(np.float32), ch, cw) >= 0.5
+        subject = drop_small(subject, min_size=3)
         if subject.sum() < max(4, self.min_subject_share * subject.size):
             raise RenderError("no_subject_found",
                               "Nothing in the image stands out from its backdrop.")
@@ -105,9 +122,16 @@ class ClassicalAlphaEstimator:
             # (a blur ramp: not certain) or the subject's own shading and print (a
             # highlight, a label edge: still opaque). A blend lies on the line from the
             # backdrop colour to the nearest certain colour; anything else is opaque.
-            core |= steep & ~_blends_with_backdrop(small, backdrop.render(ch, cw), core,
-                                                   steep, threshold)
-        model = backdrop.render(height, width)
+            core |= steep & ~_blends_with_backdrop(small, paper_small, core, steep, threshold)
+        if solid_small.any():
+            # A subject of nearly the paper's colour (white on white, grey on grey) gives
+            # the colour-line solve nothing to go on, and it reads the subject's own
+            # shading as transparency. Broad untextured regions its sharp outline
+            # encloses are opaque; thin ones (strands) are left to the solve.
+            solid = ndimage.binary_opening(solid_small, iterations=2)
+            core |= ndimage.binary_erosion(solid, iterations=1)
+        shadow = resize_image(layer.ratio, height, width)
+        model = backdrop.render(height, width) * shadow[..., None]
         full_distance = np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
         full_noise = _noise(full_distance)
         full_threshold = max(self.noise_factor * full_noise, self.background_floor / 255.0)
@@ -143,13 +167,31 @@ class ClassicalAlphaEstimator:
         # Backdrop-coloured pixels are background unless the coarse solve found them
         # inside an opaque region (a white label on a bottle on white paper).
         known_background = (full_distance < full_threshold) & (alpha < 0.9)
+        if layer.found:
+            # As at the coarse scale: near the shadowed paper is background only where
+            # the floor was seen, or where the pixel is near the clean paper too.
+            seen_floor = resize_image(layer.floor.astype(np.float32), height, width) >= 0.5
+            clean = backdrop_distance(image, backdrop) < full_threshold
+            known_background &= seen_floor | clean
         facts = dict(backdrop.facts)
+        facts.update(layer.facts)
         facts["subject_threshold_levels"] = round(full_threshold * 255.0, 2)
         if panel is not None:
             facts["translucent_panel_share"] = round(float(panel.mask.mean()), 4)
             facts["translucent_panel_colour"] = [round(float(c), 4) for c in panel.colour]
         return Estimate(alpha=alpha, known_background=known_background, background=model,
-                        facts=facts)
+                        facts=facts, shadow=shadow if layer.found else None,
+                        shadow_hard=layer.hard,
+                        line_solved=None if panel is None else dilate(panel.mask, 2))
+
+    def _shadow_layer(self, image: np.ndarray, backdrop: Backdrop) -> ShadowLayer:
+        height, width = image.shape[:2]
+        if not self.separate_shadows:
+            return no_shadow(height, width)
+        scale = min(1.0, self.shadow_short_side / float(min(height, width)))
+        mh, mw = max(8, int(round(height * scale))), max(8, int(round(width * scale)))
+        layer = separate_shadow(resize_image(image, mh, mw), backdrop.render(mh, mw))
+        return layer
 
 
 def _blends_with_backdrop(image: np.ndarray, backdrop: np.ndarray, core: np.ndarray,
@@ -177,16 +219,6 @@ def _colour_gradient(image: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     return np.max(np.sqrt(gx * gx + gy * gy), axis=2)
-
-
-def _drop_specks(mask: np.ndarray, min_size: int) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[labels]
 
 
 def _opaque_core(subject: np.ndarray, depth: float, ridge: float) -> np.ndarray:

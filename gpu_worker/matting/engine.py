@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpu_worker.errors import RenderError
-from gpu_worker.matting.base import (AlphaEstimator, Estimate, Matte, fractional,
+from gpu_worker.matting.base import (AlphaEstimator, Estimate, Matte, Refiner, fractional,
                                      quantize_alpha, resize_image, working_size)
 from gpu_worker.matting.foreground import ForegroundEstimator
 from gpu_worker.matting.refine import BandRefiner
@@ -26,7 +26,7 @@ class MattingPipeline:
     """
 
     estimator: AlphaEstimator
-    refiner: BandRefiner = field(default_factory=BandRefiner)
+    refiner: Refiner = field(default_factory=BandRefiner)
     upsampler: GuidedUpsampler = field(default_factory=GuidedUpsampler)
     foreground: ForegroundEstimator = field(default_factory=ForegroundEstimator)
     working_pixels: int = 1_048_576
@@ -44,8 +44,12 @@ class MattingPipeline:
         timings["matting_foreground"] = _ms(started)
         facts = dict(estimate.facts)
         facts["working_size"] = [image_small.shape[1], image_small.shape[0]]
+        shadow = None
+        if estimate.shadow is not None:
+            # S is smooth: bilinear enlargement is exact enough, and cheap at 24 MP.
+            shadow = resize_image(estimate.shadow.astype(np.float32), *alpha.shape)
         return Matte(alpha=alpha, foreground=foreground, band=band, facts=facts,
-                     timings_ms=timings)
+                     timings_ms=timings, shadow=shadow, shadow_hard=estimate.shadow_hard)
 
     def matte_fn(self, image: np.ndarray) -> np.ndarray:
         """Alpha (HxW float32, 8-bit levels) of any RGB uint8 array, without foreground.
