@@ -26,6 +26,12 @@ neutral, it touches the subject's base line, and most of it lies beside the subj
 body rather than under it. Those regions are floor, marked hard, so the policy can drop
 them.
 
+A white mug's lit face on white paper is not even darker: it is the paper's colour. It
+is told from paper by lying inside the subject's outline along its row (crossed by the
+outline's edges an even number of times) with a broad part of the subject on both
+sides; a handle's hole (crossed four times) and the paper between hanging threads and a
+body (flanked by a thread) stay paper.
+
 The result is S over the whole frame (filled in under the subject from the floor around
 it) and the pixels known to be subject. The classical engine then mattes against the
 shadowed paper ``S B`` instead of B.
@@ -149,7 +155,21 @@ def separate_shadow(image: np.ndarray, backdrop: np.ndarray,
     subject = enclosed & ~cast
     # Paper-coloured pixels inside an outline (a white face on white paper) are subject.
     # Not among strands: the paper between flyaways is paper.
-    subject |= inside & ~darkish & ~brighter & ~dilate(cast, 2) & ~dilate(textured, 4)
+    # Only those: coloured pixels are the colour-line solve's to judge (a see-through
+    # drape is subject but far from opaque).
+    # And only where the face is flanked on its row by a broad part of the subject on
+    # both sides (a mug's shaded sides), not by a thread hanging beside the paper.
+    face = inside & neutral & ~darkish & ~brighter & ~dilate(cast, 2) & ~dilate(textured, 4)
+    # Noise speckles a face with "darker" pixels; runs are read across them.
+    face = cv2.morphologyEx(face.astype(np.uint8), cv2.MORPH_CLOSE,
+                            np.ones((1, 7), np.uint8)).astype(bool) & inside
+    flank = max(3, int(0.02 * min(height, width)))
+    flanked = _flanked(face, (darkish & neutral) | body, flank)
+    # Rows of a face the flank test missed (noise, a handle's junction) between rows it
+    # passed are face too.
+    column = np.ones((max(3, int(0.03 * min(height, width))) | 1, 1), np.uint8)
+    bridged = cv2.morphologyEx(flanked.astype(np.uint8), cv2.MORPH_CLOSE, column).astype(bool)
+    subject |= flanked | (bridged & face)
     # Textured pixels (strands, weave) are subject too, but not solid: left to the solve.
     solid = subject & ~dilate(textured, 2)
     shadowed = (floor | cast) & darkish & neutral
@@ -237,12 +257,32 @@ def _outline_hulls(sharp: np.ndarray, short_side: int) -> tuple[np.ndarray, np.n
         if len(starts) in (2, 4):
             for k in range(0, len(starts), 2):
                 inside[row, ends[k] + 1:starts[k + 1]] = True
-    # A few rows with an odd count (where a handle joins the body) between rows that
-    # read well are inside too: closed along the columns, within the outline's span.
-    length = max(3, int(0.04 * short_side)) | 1
-    closed = cv2.morphologyEx(inside.astype(np.uint8), cv2.MORPH_CLOSE,
-                              np.ones((length, 1), np.uint8)).astype(bool)
-    return span, inside | (closed & span)
+    # A lone row read as inside is a chance pairing of two unrelated edges (a thread
+    # and a drape's corner): a face is many rows tall. Then a few rows with an odd
+    # count (where a handle joins the body) between rows that read well are inside too:
+    # closed along the columns, within the outline's span.
+    length = max(3, int(0.02 * short_side)) | 1
+    column = np.ones((length, 1), np.uint8)
+    inside = cv2.morphologyEx(inside.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 1), np.uint8))
+    closed = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, column).astype(bool)
+    return span, inside.astype(bool) | (closed & span)
+
+
+def _flanked(candidates: np.ndarray, solid: np.ndarray, flank: int) -> np.ndarray:
+    """The runs of `candidates` along each row with `flank` pixels of `solid` right
+    before and right after them (within two pixels, for the edge between)."""
+    out = np.zeros_like(candidates)
+    height, width = candidates.shape
+    for row in np.flatnonzero(candidates.any(axis=1)):
+        xs = np.flatnonzero(candidates[row])
+        breaks = np.flatnonzero(np.diff(xs) > 1)
+        for start, stop in zip(np.concatenate([[xs[0]], xs[breaks + 1]]),
+                               np.concatenate([xs[breaks], [xs[-1]]])):
+            left = solid[row, max(0, start - 2 - flank):max(0, start - 2)]
+            right = solid[row, min(width, stop + 3):min(width, stop + 3 + flank)]
+            if left.size == flank and right.size == flank and left.all() and right.all():
+                out[row, start:stop + 1] = True
+    return out
 
 
 def _normalised_blur(values: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
