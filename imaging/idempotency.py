@@ -14,8 +14,11 @@
 * Same key while the first request is still waiting on its render: 409
   ``idempotency_key_in_use``. "Still waiting" is the waiter mark the request keeps on
   the render's job in Redis (``imaging.dispatch.has_waiter``). When nobody waits (the
-  first request died, or answered but could not record its answer), a retry is told
-  the render's current state instead, so the client learns the render it paid for.
+  first request died, or answered but could not record its answer, or has not begun
+  its wait yet: the moment between its commit and its wait), a retry is told the
+  render's current state instead, so the client learns the render it paid for. Marking
+  the wait before the commit would close that moment, but a request killed inside it
+  would then block its own retries with 409 until the mark expired.
 
 "Same request" is a fingerprint of the endpoint, the parsed fields (so JSON key order
 and multipart boundaries do not matter) and the uploaded file's SHA-256.

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from imaging import lifecycle
 from imaging.models import IdempotencyRecord, Render
 from tests.helpers_render import (  # noqa: F401  (fixtures are found by name)
     CREDITS,
@@ -120,10 +121,46 @@ def test_concurrent_duplicates_make_one_render_and_one_charge(settings):
     responses = [future.result(timeout=20) for future in futures]
 
     statuses = sorted(r.status_code for r in responses)
-    assert set(statuses) <= {200, 409} and statuses.count(200) >= 1, statuses
-    assert len({r.json()["id"] for r in responses if r.status_code == 200}) == 1
+    # 409 while the first request waits; a twin that came before its wait began is
+    # told the render's state (202) instead: every answer that names a render names
+    # the same one.
+    assert set(statuses) <= {200, 202, 409} and statuses.count(200) >= 1, statuses
+    assert len({r.json()["id"] for r in responses if r.status_code in (200, 202)}) == 1
     assert Render.objects.count() == 1
     assert usage_entries(user) == 1 and account(user).balance == 9 * CREDITS
+
+
+def test_a_twin_sent_before_the_first_request_waits_learns_the_same_render(settings, monkeypatch):
+    """Between the commit of the key, hold and render and the first request's wait,
+    nobody is marked as waiting yet: a twin in that gap is answered from the render
+    (202 with its id, replayed), as after a first request that died, never with a
+    second render. Marking the wait before the commit instead would leave a request
+    killed in the gap blocking its own retries with 409 until the mark expired."""
+    settings.RENDER_SYNC_WINDOW_SECONDS = 15
+    user = make_user("gap@example.com")
+    client = api_client(user)
+    image = product_png(16)
+    committed, go_on = threading.Event(), threading.Event()
+    real_wait = lifecycle.wait_and_settle
+
+    def wait_later(render, timeout, *, actor):
+        committed.set()
+        go_on.wait(10)
+        return real_wait(render, timeout, actor=actor)
+
+    monkeypatch.setattr(lifecycle, "wait_and_settle", wait_later)
+    first = in_thread(post_render, client, image=image, headers=with_key("gap"))
+    assert committed.wait(10)
+    twin = post_render(client, image=image, headers=with_key("gap"))
+    go_on.set()
+    run_gpu_jobs_in_process()
+    answered = first.result(timeout=20)
+
+    assert twin.status_code == 202, twin.content
+    assert twin["Idempotent-Replayed"] == "true"
+    assert answered.status_code == 200
+    assert twin.json()["id"] == answered.json()["id"]
+    assert Render.objects.count() == 1 and usage_entries(user) == 1
 
 
 def test_keys_are_scoped_to_their_owner():
