@@ -82,9 +82,12 @@ class ReplaceBackgroundPipeline:
 
         report("generating")
         started = time.perf_counter()
+        # The generator's own shadow estimate is only the fallback (see the class
+        # docstring): it is not asked for when the matting stage separated one.
+        own_shadow = preserve_shadow and matte.shadow is None
         scene = self.scene(SceneRequest(image=image, alpha=matte.alpha,
                                         foreground=matte.foreground, prompt=prompt,
-                                        seed=seed, preserve_shadow=preserve_shadow))
+                                        seed=seed, preserve_shadow=own_shadow))
         _check_scene(scene, image.shape[:2])
         timings["scene"] = _ms(started)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gpu_worker.matting.base import smoothstep
 from gpu_worker.scene.canvas import fill_from_known
 
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -78,11 +79,6 @@ def clean_floor(luma: np.ndarray, background: np.ndarray, degree: int = 3) -> tu
     for c, (i, j) in zip(coef, _exponents(degree)):
         surface += c * np.outer(row**j, col**i)
     return surface.astype(np.float32), sigma
-
-
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - edge0) / max(edge1 - edge0, 1e-6), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
 
 
 def _base_distance(solid: np.ndarray) -> tuple[np.ndarray, float]:
@@ -162,7 +158,7 @@ def estimate_contact_shadow(
     darkness = np.where(background, 1.0 - ratio, 0.0).astype(np.float32)
     # Below a few noise levels a "shadow" is sensor noise or backdrop unevenness.
     gate = max(0.02, 3.0 * noise / max(float(np.median(floor[background])), 1e-3))
-    darkness *= _smoothstep(gate, 2 * gate, darkness)
+    darkness *= smoothstep(gate, 2 * gate, darkness)
     darkness = fill_from_known(darkness[..., None], background)[..., 0]
     observed = float(darkness[background].max())
 
@@ -171,12 +167,12 @@ def estimate_contact_shadow(
     measured = background & (away > 3) & (darkness > gate)
     hardness = _hardness(darkness, measured, subject_size)
     # Penumbrae a few pixels wide still read as soft; only clearly hard edges count.
-    harsh = float(_smoothstep(0.3, 0.8, np.float32(hardness)))
+    harsh = float(smoothstep(0.3, 0.8, np.float32(hardness)))
     shrink = 1.0 - (2.0 / 3.0) * harsh
     full, zero = reach * shrink * subject_size, (reach + fade) * shrink * subject_size
     # What is left of a hard shadow near the base is lightened and blurred into a soft
     # contact shadow: a sharp stub of the old lamp's shadow would point the wrong way.
-    kept = darkness * (1.0 - _smoothstep(full, zero, base_dist)) * (1.0 - 0.5 * harsh)
+    kept = darkness * (1.0 - smoothstep(full, zero, base_dist)) * (1.0 - 0.5 * harsh)
     if harsh > 0:
         kept = cv2.GaussianBlur(kept, (0, 0), max(0.5, harsh * 0.05 * subject_size))
     kept = np.clip(kept, 0.0, 1.0)

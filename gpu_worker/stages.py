@@ -22,6 +22,8 @@ class SceneRequest:
     foreground: np.ndarray  # HxWx3 float32 0..1 estimated subject colour
     prompt: str
     seed: int
+    # Carry a shadow of the generator's own: the pipeline asks only when the client
+    # wants one and the matting stage has not separated the photo's shadow itself.
     preserve_shadow: bool
 
 

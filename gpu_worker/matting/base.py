@@ -130,6 +130,19 @@ def drop_small(mask: np.ndarray, min_size: int, eight: bool = False) -> np.ndarr
     return keep[labels]
 
 
+def nearest_values(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """`values` (HxW or HxWxC) with every pixel taking the value of the nearest `known`
+    pixel (exact Euclidean nearest, so nothing is averaged in from farther away)."""
+    _, (rows, cols) = ndimage.distance_transform_edt(~known, return_indices=True)
+    return values[rows, cols]
+
+
+def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    """0 below edge0, 1 above edge1, a smooth cubic between."""
+    t = np.clip((x - edge0) / max(edge1 - edge0, 1e-6), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
 def disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 

@@ -48,7 +48,11 @@ from gpu_worker.matting.shadow_layer import ShadowLayer, no_shadow, separate_sha
 def backdrop_distance(image: np.ndarray, backdrop: Backdrop) -> np.ndarray:
     """Per-pixel largest channel difference from the backdrop model (HxW float32 0..1)."""
     height, width = image.shape[:2]
-    model = backdrop.render(height, width)
+    return distance_to(image, backdrop.render(height, width))
+
+
+def distance_to(image: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Per-pixel largest channel difference of uint8 `image` from `model` (HxWx3 0..1)."""
     return np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
 
 
@@ -93,10 +97,13 @@ class ClassicalAlphaEstimator:
         small = resize_image(image, ch, cw)
         backdrop = fit_backdrop(small, order=self.backdrop_order)
         layer = self._shadow_layer(image, backdrop)
-        shadow_small = resize_image(layer.ratio, ch, cw)
-        paper_small = backdrop.render(ch, cw) * shadow_small[..., None]
+        # The paper with its shadow (S B) is the backdrop the subject is matted against.
+        clean_small = backdrop.render(ch, cw)
+        paper_small = clean_small
+        if layer.found:
+            paper_small = clean_small * resize_image(layer.ratio, ch, cw)[..., None]
 
-        distance = np.max(np.abs(small.astype(np.float32) / 255.0 - paper_small), axis=2)
+        distance = distance_to(small, paper_small)
         threshold = max(self.noise_factor * _noise(distance), 3.0 / 255.0)
         subject = distance >= threshold
         if layer.found:
@@ -104,7 +111,7 @@ class ClassicalAlphaEstimator:
             # subject of about the shadowed paper's colour must not vanish into it, so
             # whatever differs from the clean paper and is not seen floor is subject too.
             floor = resize_image(layer.floor.astype(np.float32), ch, cw) >= 0.5
-            subject |= (backdrop_distance(small, backdrop) >= threshold) & ~dilate(floor, 1)
+            subject |= (distance_to(small, clean_small) >= threshold) & ~dilate(floor, 1)
         solid_small = np.zeros_like(subject)
         if layer.subject.any():
             subject |= resize_image(layer.subject.astype(np.float32), ch, cw) >= 0.5
@@ -130,9 +137,10 @@ class ClassicalAlphaEstimator:
             # encloses are opaque; thin ones (strands) are left to the solve.
             solid = ndimage.binary_opening(solid_small, iterations=2)
             core |= ndimage.binary_erosion(solid, iterations=1)
-        shadow = resize_image(layer.ratio, height, width)
-        model = backdrop.render(height, width) * shadow[..., None]
-        full_distance = np.max(np.abs(image.astype(np.float32) / 255.0 - model), axis=2)
+        clean = backdrop.render(height, width)
+        shadow = resize_image(layer.ratio, height, width) if layer.found else None
+        model = clean if shadow is None else clean * shadow[..., None]
+        full_distance = distance_to(image, model)
         full_noise = _noise(full_distance)
         full_threshold = max(self.noise_factor * full_noise, self.background_floor / 255.0)
         panel = None
@@ -171,8 +179,7 @@ class ClassicalAlphaEstimator:
             # As at the coarse scale: near the shadowed paper is background only where
             # the floor was seen, or where the pixel is near the clean paper too.
             seen_floor = resize_image(layer.floor.astype(np.float32), height, width) >= 0.5
-            clean = backdrop_distance(image, backdrop) < full_threshold
-            known_background &= seen_floor | clean
+            known_background &= seen_floor | (distance_to(image, clean) < full_threshold)
         facts = dict(backdrop.facts)
         facts.update(layer.facts)
         facts["subject_threshold_levels"] = round(full_threshold * 255.0, 2)
@@ -180,7 +187,7 @@ class ClassicalAlphaEstimator:
             facts["translucent_panel_share"] = round(float(panel.mask.mean()), 4)
             facts["translucent_panel_colour"] = [round(float(c), 4) for c in panel.colour]
         return Estimate(alpha=alpha, known_background=known_background, background=model,
-                        facts=facts, shadow=shadow if layer.found else None,
+                        facts=facts, shadow=shadow,
                         shadow_hard=layer.hard,
                         line_solved=None if panel is None else dilate(panel.mask, 2))
 
@@ -190,8 +197,7 @@ class ClassicalAlphaEstimator:
             return no_shadow(height, width)
         scale = min(1.0, self.shadow_short_side / float(min(height, width)))
         mh, mw = max(8, int(round(height * scale))), max(8, int(round(width * scale)))
-        layer = separate_shadow(resize_image(image, mh, mw), backdrop.render(mh, mw))
-        return layer
+        return separate_shadow(resize_image(image, mh, mw), backdrop.render(mh, mw))
 
 
 def _blends_with_backdrop(image: np.ndarray, backdrop: np.ndarray, core: np.ndarray,

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gpu_worker.matting.base import Estimate, dilate, erode
+from gpu_worker.matting.base import Estimate, dilate, erode, nearest_values
 from gpu_worker.matting.closed_form import solve_alpha
-from scipy import ndimage
 
 
 @dataclass
@@ -75,7 +74,9 @@ class BandRefiner:
             return alpha
         colour = image.astype(np.float32) * np.float32(1.0 / 255.0)
         behind = background.astype(np.float32)
-        subject = _nearest_colour(colour, sure)
+        # A strand takes the colour of the hair it grows from, not an average of the
+        # hair and the face beside it.
+        subject = nearest_values(colour, sure)
         span = subject - behind
         length2 = np.sum(span * span, axis=2)
         share = np.sum((colour - behind) * span, axis=2) / np.maximum(length2, 1e-6)
@@ -111,9 +112,3 @@ class BandRefiner:
         out[out > 1.0 - self.snap] = 1.0
         return out
 
-
-def _nearest_colour(colour: np.ndarray, sure: np.ndarray) -> np.ndarray:
-    """Each pixel's colour of the nearest sure-opaque pixel (a strand takes the colour of
-    the hair it grows from, not an average of the hair and the face beside it)."""
-    _, (rows, cols) = ndimage.distance_transform_edt(~sure, return_indices=True)
-    return colour[rows, cols]

@@ -46,7 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 from gpu_worker.matting.backdrop import border_mask
-from gpu_worker.matting.base import dilate, drop_small
+from gpu_worker.matting.base import dilate, drop_small, nearest_values, smoothstep
 
 # Darkening beyond this is subject: studio shadows worth keeping are 15-60% deep, and
 # a black cap or dark hair is darker than any of them.
@@ -88,13 +88,7 @@ def _gradient(field_: np.ndarray, sigma: float) -> np.ndarray:
     return np.sqrt(gx * gx + gy * gy)
 
 
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - edge0) / max(edge1 - edge0, 1e-6), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def separate_shadow(image: np.ndarray, backdrop: np.ndarray,
-                    debug: dict | None = None) -> ShadowLayer:
+def separate_shadow(image: np.ndarray, backdrop: np.ndarray) -> ShadowLayer:
     """The shadow layer of `image` (uint8 HxWx3) on the modelled `backdrop` (HxWx3 0..1).
 
     Works at whatever scale it is given; the classical engine calls it at about 512 px
@@ -173,15 +167,10 @@ def separate_shadow(image: np.ndarray, backdrop: np.ndarray,
     # Textured pixels (strands, weave) are subject too, but not solid: left to the solve.
     solid = subject & ~dilate(textured, 2)
     shadowed = (floor | cast) & darkish & neutral
-    if debug is not None:  # the masks, for bench/diagnostics pictures
-        debug.update(sharp=sharp, textured=textured, departs=departs, floor=floor,
-                     outline=outline, enclosed=enclosed, cast=cast, darkish=darkish,
-                     neutral=neutral, inside=inside)
-
     # S: the measured ratio on the floor (smoothed to the noise), exactly 1 where the
     # paper is clean, blended between so no step is made at the gate.
     smooth = _normalised_blur(np.clip(s, 0.0, 1.0), shadowed, 1.0)
-    depth = np.clip(1.0 - smooth, 0.0, 1.0) * _smoothstep(gate, 2.0 * gate, 1.0 - smooth)
+    depth = np.clip(1.0 - smooth, 0.0, 1.0) * smoothstep(gate, 2.0 * gate, 1.0 - smooth)
     ratio = np.where(shadowed, 1.0 - depth, 1.0).astype(np.float32)
     # Under the subject (and its edge) the floor is not seen: continue it from around.
     # Pixels at the subject's edge mix its colour into the paper's: their darkening is
@@ -192,8 +181,7 @@ def separate_shadow(image: np.ndarray, backdrop: np.ndarray,
     # the paper right beside them, so a shadow at the base does not creep up the sides
     # (a wider average would darken a ring around the subject on the new scene).
     if seen.any() and not seen.all():
-        _, (rows, cols) = ndimage.distance_transform_edt(~seen, return_indices=True)
-        nearest = ratio[rows, cols]
+        nearest = nearest_values(ratio, seen)
         ratio = np.where(seen, ratio, cv2.GaussianBlur(nearest, (0, 0), 1.5)).astype(np.float32)
 
     visible = shadowed & seen
