@@ -1,8 +1,14 @@
 """Scene generation: a new background painted around a fixed subject (part 2 of the pipeline).
 
+Two engines behind one interface: the studio engine (``studio``: sweeps, solid colours
+and gradients, CPU, deterministic) and the diffusion model (``generator``: GPU, weights),
+chosen per prompt by ``routing.route``.
+
 Public entry points for the worker:
 
-- ``load_scene_generator(config, matte_fn)``: the configured scene stage, built once.
+- ``load_scene_generator(config, matte_fn)``: the configured scene stage, built once
+  (the routed pair; ``SCENE_MODEL=studio`` for the studio engine alone).
+- ``route(prompt)``: which engine a prompt goes to, and why.
 - ``scene_model_downloads(config)``: (repo_id, revision, allow_patterns) for fetch-models.
 - ``fetch_scene_models(config)``: downloads them into ``MODEL_DIR`` where the loader looks.
 - ``missing_scene_weights(config)``: ``repo@revision`` of each set not installed.
@@ -28,6 +34,12 @@ def load_scene_generator(config: Any = None, matte_fn: MatteFn | None = None) ->
     from gpu_worker.scene.loading import load_scene_generator as load
 
     return load(config, matte_fn)
+
+
+def route(prompt: str) -> Any:
+    from gpu_worker.scene.routing import route as decide
+
+    return decide(prompt)
 
 
 def scene_model_downloads(config: Any = None) -> list[tuple[str, str, list[str]]]:
@@ -56,6 +68,7 @@ def scene_config_from_env(env: Any = None) -> SceneConfig:
 
 __all__ = [
     "load_scene_generator",
+    "route",
     "scene_model_downloads",
     "fetch_scene_models",
     "missing_scene_weights",

@@ -1,9 +1,20 @@
 """Scene-generation settings, read from the environment (the README's Configuration table).
 
+``SCENE_MODEL`` picks the scene stage:
+
+* ``auto`` (the default): the studio engine for plain-backdrop prompts and the default
+  diffusion preset (``sdxl-inpainting``) for the rest, chosen per prompt by
+  ``gpu_worker.scene.routing``. Without the diffusion weights the studio prompts still
+  render; the others fail with ``model_unavailable`` and say what to install;
+* a diffusion preset (``sdxl-inpainting``, ``sd15-inpainting``): the same routing, with
+  that model for the scene prompts;
+* ``studio``: the studio engine only; scene prompts fail with ``model_unavailable``;
+* ``tiny-demo``: routing with tiny untrained networks built in-process for the scene
+  prompts, so the whole platform runs offline (those scenes are noise by construction).
+
 A preset per model family pins the repository and the revision, so a deployment that sets
 nothing gets SDXL inpainting 0.1 at a known commit. Every field can be overridden one by
-one. ``SCENE_MODEL=tiny-demo`` builds tiny untrained networks in-process: the whole
-platform then runs offline, and every generated scene is noise by construction.
+one.
 """
 
 from __future__ import annotations
@@ -17,6 +28,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "var" / "models"
 
 TINY_DEMO = "tiny-demo"
+AUTO = "auto"
+STUDIO = "studio"
+DEFAULT_SCENE_MODEL = AUTO
+# The diffusion preset ``auto`` routes scene prompts to.
+DEFAULT_DIFFUSION_PRESET = "sdxl-inpainting"
 
 DEFAULT_NEGATIVE_PROMPT = (
     "extra objects, additional products, duplicate product, text, letters, caption, "
@@ -103,7 +119,7 @@ class SceneConfigError(ValueError):
 class SceneConfig:
     """Everything the scene stage needs to know; built by :func:`scene_config_from_env`."""
 
-    model: str = "sdxl-inpainting"  # a preset name or TINY_DEMO
+    model: str = DEFAULT_SCENE_MODEL  # AUTO, STUDIO, a preset name or TINY_DEMO
     family: str = "sdxl"
     model_id: str = MODEL_PRESETS["sdxl-inpainting"].repo_id
     model_revision: str = MODEL_PRESETS["sdxl-inpainting"].revision
@@ -136,6 +152,26 @@ class SceneConfig:
         return self.model == TINY_DEMO
 
     @property
+    def studio_only(self) -> bool:
+        """No diffusion model at all: nothing to fetch, scene prompts refused."""
+        return self.model == STUDIO
+
+    @property
+    def diffusion_preset(self) -> str:
+        """The preset the scene prompts use (``auto`` means the default preset)."""
+        return DEFAULT_DIFFUSION_PRESET if self.model in (AUTO, STUDIO) else self.model
+
+    @property
+    def diffusion_label(self) -> str:
+        """Short name of the diffusion model for logs: the preset, unless overridden."""
+        if self.is_demo:
+            return self.name
+        preset = MODEL_PRESETS[self.diffusion_preset]
+        if (self.model_id, self.model_revision, self.lora) == (preset.repo_id, preset.revision, "none"):
+            return self.diffusion_preset
+        return self.name
+
+    @property
     def name(self) -> str:
         if self.is_demo:
             return f"{TINY_DEMO}:{self.family}"
@@ -155,19 +191,24 @@ def _bool(raw: str) -> bool:
 def scene_config_from_env(env: Mapping[str, str] | None = None) -> SceneConfig:
     """Reads ``SCENE_*`` and ``MODEL_DIR``; unknown names fail here, not at the first render."""
     env = os.environ if env is None else env
-    model = _get(env, "SCENE_MODEL") or "sdxl-inpainting"
+    model = _get(env, "SCENE_MODEL") or DEFAULT_SCENE_MODEL
     demo_family = _get(env, "SCENE_DEMO_FAMILY") or "sdxl"
     if model == TINY_DEMO:
         if demo_family not in ("sdxl", "sd15"):
             raise SceneConfigError("SCENE_DEMO_FAMILY must be 'sdxl' or 'sd15'")
         preset = replace(MODEL_PRESETS["sdxl-inpainting"], family=demo_family, steps=2, guidance=7.5)
+    elif model in (AUTO, STUDIO):
+        # STUDIO loads no diffusion model; its fields are the default preset's, unused.
+        preset = MODEL_PRESETS[DEFAULT_DIFFUSION_PRESET]
     elif model in MODEL_PRESETS:
         preset = MODEL_PRESETS[model]
     else:
-        known = ", ".join([*MODEL_PRESETS, TINY_DEMO])
+        known = ", ".join([AUTO, STUDIO, *MODEL_PRESETS, TINY_DEMO])
         raise SceneConfigError(f"SCENE_MODEL={model!r} is not one of: {known}")
 
     lora = (_get(env, "SCENE_LORA") or "none").lower()
+    if model == STUDIO and lora != "none":
+        raise SceneConfigError("SCENE_LORA needs a diffusion model; SCENE_MODEL=studio loads none")
     lora_preset: LoraPreset | None = None
     if lora != "none":
         lora_preset = LORA_PRESETS.get((preset.family, lora))

@@ -6,8 +6,11 @@ in the Hugging Face cache at the pinned revision works too. Nothing is downloade
 worker start unless ``SCENE_DOWNLOAD=1``: a GPU worker that pulls 7 GB on boot surprises
 whoever runs it, and ``python -m gpu_worker fetch-models`` is the explicit way.
 
-Missing weights are not a crash: :func:`load_scene_generator` logs exactly which are
-missing and returns a generator whose renders fail with ``model_unavailable``.
+The scene stage is always the routed pair (``gpu_worker.scene.routing``): the studio
+engine, which needs no weights, and the configured diffusion model. Missing diffusion
+weights are not a crash and not an error: :func:`load_scene_generator` logs at WARNING
+which are missing, studio prompts render at once, and scene prompts fail with
+``model_unavailable`` and a message that says what to install.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 
 from gpu_worker.scene.config import SceneConfig, scene_config_from_env
 from gpu_worker.scene.expansion import MatteFn
+from gpu_worker.scene.routing import STUDIO_EXAMPLES, RoutedSceneGenerator
+from gpu_worker.scene.studio import StudioSceneGenerator
 from gpu_worker.stages import SceneGenerator
 
 log = logging.getLogger(__name__)
@@ -86,11 +91,12 @@ def _pipeline_patterns(config: SceneConfig) -> list[str]:
 def scene_model_downloads(config: Any = None) -> list[tuple[str, str, list[str]]]:
     """(repo_id, revision, allow_patterns) for everything the configured scene model needs.
 
-    For ``python -m gpu_worker fetch-models``; empty for the tiny demo, which needs nothing.
+    For ``python -m gpu_worker fetch-models``; empty for the tiny demo and for
+    ``SCENE_MODEL=studio``, which need nothing.
     ``config``: a SceneConfig, the worker's config, or None for the environment.
     """
     config = as_scene_config(config)
-    if config.is_demo:
+    if config.is_demo or config.studio_only:
         return []
     downloads = [(config.model_id, config.model_revision, _pipeline_patterns(config))]
     if config.lora != "none":
@@ -156,9 +162,10 @@ def as_scene_config(config: Any = None) -> SceneConfig:
 
 
 def missing_scene_weights(config: Any = None) -> list[str]:
-    """``repo@revision`` of each scene weight set not installed; empty for the tiny demo."""
+    """``repo@revision`` of each scene weight set not installed; empty for the tiny demo
+    and for ``SCENE_MODEL=studio``."""
     config = as_scene_config(config)
-    if config.is_demo:
+    if config.is_demo or config.studio_only:
         return []
     return [s.describe() for s in required_weights(config) if not s.found]
 
@@ -247,44 +254,94 @@ def load_inpainting_pipeline(
     return pipe
 
 
+def _studio_examples() -> str:
+    return " or ".join(f'"{example}"' for example in STUDIO_EXAMPLES)
+
+
+def diffusion_unavailable_reason(config: SceneConfig, problem: str) -> str:
+    """What a scene prompt's ``model_unavailable`` says: the problem, then the way out."""
+    return (
+        f"{problem}. Install the {config.diffusion_label} weights into MODEL_DIR with "
+        "`python -m gpu_worker fetch-models`, or set SCENE_MODEL=tiny-demo for noise scenes. "
+        f"Studio prompts work now, e.g. {_studio_examples()}."
+    )
+
+
 def load_scene_generator(config: Any = None, matte_fn: MatteFn | None = None) -> SceneGenerator:
     """The worker's scene stage, built once at start; never raises for missing weights.
 
-    Real weights when installed; the tiny untrained models with ``SCENE_MODEL=tiny-demo``
-    (noise, for running the platform offline); otherwise a generator that fails each
-    render with ``model_unavailable`` after logging what is missing and how to fetch it.
+    The studio engine for plain-backdrop prompts and the diffusion model for the rest,
+    routed per prompt. The diffusion side is the real model when its weights are
+    installed, the tiny untrained models with ``SCENE_MODEL=tiny-demo`` (noise), and
+    otherwise a stand-in that fails each scene prompt with ``model_unavailable``.
+    ``SCENE_MODEL=studio`` loads no diffusion model at all. The name says which, for the
+    logs: "auto (studio + sdxl-inpainting: missing weights)".
     ``config``: a SceneConfig, the worker's config, or None for the environment.
+    """
+    from gpu_worker.scene.generator import UnavailableSceneGenerator
+
+    config = as_scene_config(config)
+    studio = StudioSceneGenerator()
+    if config.studio_only:
+        log.info("SCENE_MODEL=studio: studio backdrops only; prompts that describe a scene "
+                 "fail with model_unavailable")
+        reason = (
+            "this worker runs SCENE_MODEL=studio (studio backdrops only). For scene prompts set "
+            f"SCENE_MODEL=auto and install the {config.diffusion_preset} weights into MODEL_DIR "
+            "with `python -m gpu_worker fetch-models`, or set SCENE_MODEL=tiny-demo for noise "
+            f"scenes. Studio prompts work now, e.g. {_studio_examples()}."
+        )
+        return RoutedSceneGenerator(studio, UnavailableSceneGenerator("diffusion", reason),
+                                    name="studio (diffusion off)")
+    diffusion, problem = load_diffusion_generator(config, matte_fn)
+    status = f": {problem}" if problem else ""
+    return RoutedSceneGenerator(studio, diffusion,
+                                name=f"auto (studio + {config.diffusion_label}{status})")
+
+
+def load_diffusion_generator(
+    config: SceneConfig, matte_fn: MatteFn | None = None
+) -> tuple[SceneGenerator, str | None]:
+    """The configured diffusion generator, and None or what is wrong with it.
+
+    The problem is "missing weights" or "failed to load"; the generator is then a
+    stand-in whose renders fail with ``model_unavailable`` and say what to do.
     """
     from gpu_worker.scene.generator import DiffusionSceneGenerator, UnavailableSceneGenerator
 
-    config = as_scene_config(config)
+    label = config.diffusion_label
     if config.is_demo:
         from gpu_worker.scene.tiny import tiny_inpaint_pipeline
 
         log.warning(
             "SCENE_MODEL=tiny-demo: the scene model is a tiny UNTRAINED network; every generated "
-            "background is noise. Set SCENE_MODEL=sdxl-inpainting and fetch weights for real scenes."
+            "background is noise. Set SCENE_MODEL=auto and fetch weights for real scenes "
+            "(studio backdrops are real either way)."
         )
-        return DiffusionSceneGenerator(tiny_inpaint_pipeline(config.family), config, matte_fn)
+        return DiffusionSceneGenerator(tiny_inpaint_pipeline(config.family), config, matte_fn), None
 
     missing = [s.describe() for s in required_weights(config) if not s.found]
     if missing and not config.download:
-        log.error(
-            "scene model weights missing: %s (looked in %s and the Hugging Face cache). "
-            "Renders will fail with model_unavailable until `python -m gpu_worker fetch-models` "
-            "has downloaded them, or set SCENE_MODEL=tiny-demo to run offline on noise.",
+        # A worker without a scene model is a studio-only worker, not a broken one.
+        log.warning(
+            "diffusion scene model weights missing: %s (looked in %s and the Hugging Face cache). "
+            "Studio prompts work now; scene prompts need `python -m gpu_worker fetch-models` "
+            "(or SCENE_MODEL=tiny-demo for noise scenes) and fail with model_unavailable until then.",
             ", ".join(missing),
             config.model_dir,
         )
-        return UnavailableSceneGenerator(config.name, "weights not installed: " + ", ".join(missing))
+        reason = diffusion_unavailable_reason(
+            config, "its weights are not installed (" + ", ".join(missing) + ")")
+        return UnavailableSceneGenerator(label, reason), "missing weights"
 
     device, dtype = select_device(config)
     started = time.perf_counter()
     try:
         pipe = load_inpainting_pipeline(config, device, dtype, download=config.download)
     except (OSError, ValueError, RuntimeError, ImportError) as exc:  # partial snapshots, OOM, no peft
-        log.exception("scene model %s failed to load", config.name)
-        return UnavailableSceneGenerator(config.name, f"failed to load: {exc}")
+        log.exception("scene model %s failed to load; studio prompts still work", config.name)
+        reason = diffusion_unavailable_reason(config, f"it failed to load: {exc}")
+        return UnavailableSceneGenerator(label, reason), "failed to load"
     log.info(
         "scene model %s loaded on %s (%s), scheduler %s, %d steps, guidance %.1f in %.1fs",
         config.name,
@@ -298,7 +355,7 @@ def load_scene_generator(config: Any = None, matte_fn: MatteFn | None = None) ->
     generator = DiffusionSceneGenerator(pipe, config, matte_fn)
     if config.compile_unet and device.type == "cuda":
         _warm_up(generator)
-    return generator
+    return generator, None
 
 
 def _warm_up(generator) -> None:
