@@ -27,7 +27,7 @@ IMAGE_TOO_LARGE = register(
 )
 UNSUPPORTED_IMAGE = register(
     "unsupported_image", 415, "invalid_request_error",
-    "The image is not JPEG, PNG or WebP, decided from its bytes, not from its Content-Type "
+    "The image is not JPEG, PNG, WebP, HEIC or AVIF, decided from its bytes, not from its Content-Type "
     "or file name.",
 )
 INVALID_IMAGE = register(

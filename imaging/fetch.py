@@ -19,7 +19,7 @@ The URL is hostile until proven otherwise. The rules, and why:
   that trickles one byte at a time cannot hold a worker past the deadline.
 * The body is capped while streaming, counting decoded bytes when the server applies
   gzip/deflate although we asked for identity (a gzip bomb stops at the cap).
-* The first bytes must be JPEG, PNG or WebP (``Content-Type`` is ignored); anything
+* The first bytes must be JPEG, PNG, WebP, HEIC or AVIF (``Content-Type`` is ignored); anything
   else stops the download early.
 * Nothing is read from the environment: ``http.client`` knows no proxies, and a plain
   socket is opened by us.
@@ -476,7 +476,7 @@ def _one_hop(target: _Target, dial: list[str], policy: FetchPolicy, connector: C
                               skip_accept_encoding=True)
         connection.putheader("Host", target.host_header)
         connection.putheader("User-Agent", _USER_AGENT)
-        connection.putheader("Accept", "image/webp,image/png,image/jpeg;q=0.9,*/*;q=0.1")
+        connection.putheader("Accept", "image/avif,image/webp,image/png,image/jpeg;q=0.9,image/heic;q=0.8,*/*;q=0.1")
         connection.putheader("Accept-Encoding", "identity")
         connection.putheader("Connection", "close")
         connection.endheaders()
@@ -526,7 +526,7 @@ def fetch_image(
     422 ``image_url_forbidden`` for URLs and addresses we will not touch, 422
     ``image_unreachable`` (with the reason) for DNS, connection, TLS, timeout, redirect
     and non-2xx failures, 413 ``image_too_large`` past ``max_bytes``, 415
-    ``unsupported_image`` when the first bytes are not JPEG, PNG or WebP.
+    ``unsupported_image`` when the first bytes are not JPEG, PNG, WebP, HEIC or AVIF.
     """
     policy = policy or FetchPolicy.from_settings()
     resolver = resolver or resolve_host

@@ -6,10 +6,12 @@ sRGB, upright, no metadata.
 
 Order of defence, cheapest first:
 
-1. The format is decided from the magic bytes; only JPEG, PNG and WebP go further, and
-   Pillow is told to try only that one plugin (``formats=``), so the EPS (Ghostscript),
-   PSD, TIFF, PDF... parsers never see attacker bytes.
-2. The dimensions are read by our own few lines of header parsing and checked against
+1. The format is decided from the magic bytes; only JPEG, PNG, WebP, HEIC and AVIF go
+   further, and Pillow is told to try only that one plugin (``formats=``), so the EPS
+   (Ghostscript), PSD, TIFF, PDF... parsers never see attacker bytes. HEIC is decoded by
+   the pillow-heif plugin (libheif), registered below; AVIF by Pillow's own (libavif).
+2. The dimensions are read by our own header parsing (``imaging.heif_header`` for the
+   HEIC/AVIF boxes, which hold more than one size a decoder trusts) and checked against
    ``MAX_IMAGE_SIDE`` and the smaller of ``MAX_IMAGE_PIXELS`` and Pillow's own
    ``Image.MAX_IMAGE_PIXELS`` before Pillow opens the file, so a bomb header is refused
    without allocating or decoding anything, and whatever would raise Pillow's
@@ -29,14 +31,31 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+import pillow_heif
 from PIL import Image, ImageCms, ImageOps
 
 from imaging import errors  # noqa: F401  (registers the codes raised below)
+from imaging import heif_header
 from platform_site.api_errors import ApiError
 
-SUPPORTED = "JPEG, PNG or WebP"
+# Once, at import, for the whole process: Image.open only ever reaches it through
+# formats=["HEIF"] below. Thumbnails, depth maps and auxiliary images are never used,
+# so libheif is not asked to describe them. pillow-heif applies the irot/imir rotation
+# while decoding and resets the EXIF orientation to 1, so ``_apply_orientation`` does
+# not turn the picture a second time; 10- and 12-bit pictures arrive as 8-bit.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
-_PILLOW_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+SUPPORTED = "JPEG, PNG, WebP, HEIC or AVIF"
+
+_PILLOW_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "avif": "AVIF"}
+
+# ftyp brands. A HEVC brand as the major brand, or among the compatible brands of the
+# structural HEIF brands, is HEIC. AVIF only with the avif major brand: with any other
+# libavif prefers a track (an animation) when the file has one, and tracks are not
+# sized by ``heif_header``. (Every still-AVIF writer we know puts avif first.)
+_HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+_HEIF_STRUCTURAL_BRANDS = frozenset({b"mif1", b"msf1"})
+_AVIF_MAJOR_BRAND = b"avif"
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -53,10 +72,12 @@ _OTHER_FORMATS: tuple[tuple[bytes, int, str], ...] = (
     (b"\xc5\xd0\xd3\xc6", 0, "EPS"),
     (b"8BPS", 0, "PSD"),
     (b"\x00\x00\x01\x00", 0, "ICO"),
-    (b"ftypavif", 4, "AVIF"),
-    (b"ftypheic", 4, "HEIC"),
-    (b"ftypheix", 4, "HEIC"),
-    (b"ftypmif1", 4, "HEIF"),
+    (b"ftypavis", 4, "animated AVIF"),
+    (b"ftypmif1", 4, "HEIF (neither HEVC-coded nor a plain AVIF)"),
+    (b"ftypmsf1", 4, "HEIF sequence (neither HEVC-coded nor a plain AVIF)"),
+    (b"ftypisom", 4, "MP4 video"),
+    (b"ftypmp4", 4, "MP4 video"),
+    (b"ftypqt  ", 4, "QuickTime video"),
     (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
     (b"\xff\x0a", 0, "JPEG XL"),
     (b"\x00\x00\x00\x0cJXL ", 0, "JPEG XL"),
@@ -76,7 +97,10 @@ _MODE_FOR_COLOR_SPACE = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L"}
 
 # What Pillow raises for bytes it cannot decode. Only the Pillow calls are wrapped, so
 # a bug in our own code is not disguised as a bad upload.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, IndexError)
+# libheif and libavif also raise RuntimeError (a stream that contradicts its header, a
+# security limit, "Not implemented").
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, IndexError,
+                  RuntimeError)
 
 
 @dataclass
@@ -96,11 +120,14 @@ class InputImage:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """``"jpeg"``, ``"png"`` or ``"webp"`` from the first bytes, else None.
+    """``"jpeg"``, ``"png"``, ``"webp"``, ``"heic"`` or ``"avif"`` from the first bytes, else None.
 
     A head shorter than the magic that matches as far as it goes counts as that format,
     so a file cut inside its signature is reported as truncated (422), not as foreign
-    (415). Twelve bytes are enough for a final answer.
+    (415). Twelve bytes are enough for a final answer, except for a HEIF whose major
+    brand is a structural one (``mif1``): its compatible brands decide, and a head that
+    ends before them counts as HEIC for now (the fetcher only asks "could this be an
+    image of ours?"; ``load_image`` sniffs the whole file).
     """
     if not head:
         return None
@@ -113,6 +140,21 @@ def sniff_format(head: bytes) -> str | None:
         webp = head[8:12]
         if webp == b"WEBP"[: len(webp)]:
             return "webp"
+    return _sniff_heif(head)
+
+
+def _sniff_heif(head: bytes) -> str | None:
+    """``"heic"`` or ``"avif"`` from the ``ftyp`` brands (see ``_HEVC_BRANDS``), else None."""
+    brands = heif_header.brands(head)
+    if not brands:
+        return None
+    major, compatible = brands[0], brands[1:]
+    if major == _AVIF_MAJOR_BRAND:
+        return "avif"
+    if major in _HEVC_BRANDS or _HEVC_BRANDS.intersection(compatible):
+        return "heic"
+    if major in _HEIF_STRUCTURAL_BRANDS and len(head) < int.from_bytes(head[:4], "big"):
+        return "heic"  # the compatible brands are not in this head yet
     return None
 
 
@@ -179,7 +221,16 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-_HEADER_SIZE = {"jpeg": _jpeg_size, "png": _png_size, "webp": _webp_size}
+def _heif_size(data: bytes) -> tuple[int, int] | None:
+    """The largest width and height any picture in a HEIC/AVIF declares (``heif_header``)."""
+    try:
+        return heif_header.declared_size(data)
+    except heif_header.CorruptHeader:
+        return None
+
+
+_HEADER_SIZE = {"jpeg": _jpeg_size, "png": _png_size, "webp": _webp_size,
+                "heic": _heif_size, "avif": _heif_size}
 
 
 def _check_dimensions(width: int, height: int, param: str) -> None:
@@ -315,7 +366,7 @@ def _apply_orientation(image: Image.Image) -> None:
 def load_image(data: bytes, *, param: str = "image_url") -> InputImage:
     """Checks and decodes untrusted image bytes; raises ApiError naming ``param``.
 
-    415 ``unsupported_image`` unless the bytes are JPEG, PNG or WebP; 413
+    415 ``unsupported_image`` unless the bytes are JPEG, PNG, WebP, HEIC or AVIF; 413
     ``image_too_large`` from the header alone; 422 ``invalid_image`` when decoding fails.
     Animations contribute their first frame.
     """

@@ -57,7 +57,7 @@ class RenderJsonRequestSerializer(RenderRequestSerializer):
 
 class RenderMultipartRequestSerializer(RenderRequestSerializer):
     image_url = None
-    image_file = UploadField(help_text="The input image (JPEG, PNG or WebP).")
+    image_file = UploadField(help_text="The input image (JPEG, PNG, WebP, HEIC/HEIF or AVIF).")
 
 
 def _present(codes: Iterable[str]) -> list[str]:
