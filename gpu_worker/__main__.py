@@ -23,6 +23,14 @@ def _setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
+def capabilities(report: dict) -> dict:
+    """What the web side may tell customers about this worker: which scene engines work."""
+    scene = report.get("scene") if isinstance(report.get("scene"), dict) else {}
+    return {"engine": report.get("engine", "full"),
+            "studio": bool(scene.get("studio", report.get("engine") == "full" and "error" not in report)),
+            "diffusion": bool(scene.get("diffusion", False))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpu_worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
              runtime.report)
     run_worker(config.redis_url, config.queue, burst=args.burst, max_jobs=args.max_jobs,
                name=args.name, connect_timeout=config.redis_connect_timeout,
-               socket_timeout=config.redis_socket_timeout, heartbeat_ttl=config.heartbeat_ttl)
+               socket_timeout=config.redis_socket_timeout, heartbeat_ttl=config.heartbeat_ttl,
+               capabilities=capabilities(runtime.report))
     return 0
 
 

@@ -33,7 +33,10 @@ class EchoRenderer:
         if self.delay_ms > 0:
             time.sleep(self.delay_ms / 1000.0)
         report("composing")
-        facts = subject_facts(np.ones(image.shape[:2], np.float32))
         return RenderOutput(image=image, alpha=alpha, seed=seed, scene_generated=False,
                             timings_ms={"echo": (time.perf_counter() - started) * 1000.0},
-                            subject=facts, engine={"matting": "echo", "scene": "echo"})
+                            subject=subject_facts(np.ones(image.shape[:2], np.float32)),
+                            engine={"matting": "echo", "scene": "echo"},
+                            scene={"engine": "echo", "prompt": prompt.strip(), "seed": seed},
+                            shadow={"state": "not_requested" if not preserve_shadow
+                                    else "none_found", "strength": 0.0})

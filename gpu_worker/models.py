@@ -84,7 +84,10 @@ def missing_weights(config: WorkerConfig, dtype: str = "float32") -> list[str]:
     """Human-readable list of the configured weights that are not on disk."""
     from gpu_worker.scene import missing_scene_weights
 
-    scene = [f"scene: {line}" for line in missing_scene_weights(config)]
+    # The studio engine needs no weights, so a missing diffusion model limits the worker
+    # to studio prompts rather than breaking it; the line says so.
+    scene = [f"scene: {line} (studio prompts work now; scene prompts need these weights)"
+             for line in missing_scene_weights(config)]
     if config.matting_engine == "classical":
         return scene
     path = matting_weights_path(config, dtype)
@@ -130,16 +133,29 @@ def load_matting(config: WorkerConfig, device: str, dtype: str) -> MattingPipeli
 
 
 def build_scene_generator(config: WorkerConfig, matte_fn: MatteFn) -> SceneGenerator:
-    """THE one place the scene stage is chosen: the configured diffusion inpainting model.
+    """THE one place the scene stage is chosen: the studio engine and the configured
+    diffusion model, routed per prompt (``gpu_worker.scene.routing``).
 
-    Missing weights do not stop the worker: the generator it returns fails each render
-    with ``model_unavailable`` (charged nothing). ``SCENE_MODEL=tiny-demo`` builds tiny
-    untrained models so the platform runs offline (its scenes are noise).
+    Plain-backdrop prompts ("pure white background", "pastel pink paper sweep") always
+    render, on the CPU. Missing diffusion weights do not stop the worker: prompts that
+    describe a scene fail with ``model_unavailable`` (charged nothing) and say what to
+    install. ``SCENE_MODEL=studio`` loads no diffusion model; ``SCENE_MODEL=tiny-demo``
+    builds tiny untrained ones so the platform runs offline (those scenes are noise).
     ``PlainSceneGenerator`` stays available for the matting benchmarks.
     """
     from gpu_worker.scene import load_scene_generator
 
     return load_scene_generator(config, matte_fn)
+
+
+def scene_capabilities(scene: SceneGenerator) -> dict[str, bool]:
+    """Which kinds of prompt this scene stage can paint (announced to the web side)."""
+    from gpu_worker.scene.generator import UnavailableSceneGenerator
+
+    studio = getattr(scene, "studio", None)
+    diffusion = getattr(scene, "diffusion", scene)
+    return {"studio": studio is not None,
+            "diffusion": not isinstance(diffusion, UnavailableSceneGenerator)}
 
 
 def load_models(config: WorkerConfig) -> LoadedModels:
@@ -180,7 +196,8 @@ def load_models(config: WorkerConfig) -> LoadedModels:
         started = time.perf_counter()
         scene = build_scene_generator(config, matting.matte_fn)
         report["scene"] = {"engine": scene.name,
-                           "load_ms": round((time.perf_counter() - started) * 1000)}
+                           "load_ms": round((time.perf_counter() - started) * 1000),
+                           **scene_capabilities(scene)}
         log.info("scene: %s loaded in %d ms", scene.name, report["scene"]["load_ms"])
     except RenderError as exc:
         log.error("models unavailable: %s; renders will fail with %s", exc.message, exc.code)

@@ -23,13 +23,24 @@ StageCallback = Callable[[str], None]
 
 @dataclass
 class RenderOutput:
+    """One render's pixels and what the customer is told about them.
+
+    ``subject``, ``scene``, ``shadow`` and ``light`` are the public result's parts
+    (small and stable, documented in the OpenAPI schema); ``diagnostics`` holds every
+    other fact the stages reported, for logs and staff pages only.
+    """
+
     image: np.ndarray  # HxWx3 uint8 final composite
     alpha: np.ndarray  # HxW uint8 matte, exactly what the composite used
     seed: int
     scene_generated: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
-    subject: dict[str, Any] = field(default_factory=dict)
+    subject: dict[str, Any] = field(default_factory=dict)  # bbox, coverage
     engine: dict[str, str] = field(default_factory=dict)
+    scene: dict[str, Any] = field(default_factory=dict)  # engine, prompt, seed
+    shadow: dict[str, Any] | None = None  # state, strength
+    light: dict[str, Any] | None = None  # direction, confidence
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 class Renderer(Protocol):
@@ -40,18 +51,34 @@ class Renderer(Protocol):
 
 
 def subject_facts(alpha: np.ndarray) -> dict[str, Any]:
-    """Small JSON-able facts about the matte (shares of the image, pixel bbox)."""
+    """The public facts about the subject: its pixel bbox and its share of the image."""
     solid = alpha >= 0.5
     rows = np.flatnonzero(solid.any(axis=1))
     cols = np.flatnonzero(solid.any(axis=0))
     bbox = ([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
             if rows.size else None)
     return {
+        "bbox": bbox,  # [x0, y0, x1, y1], x1/y1 exclusive
         "coverage": round(float(alpha.mean()), 4),
+    }
+
+
+def matte_diagnostics(alpha: np.ndarray) -> dict[str, Any]:
+    """How much of the image is fully opaque and how much is edge (for staff)."""
+    return {
         "opaque_share": round(float(np.mean(alpha >= 1.0)), 4),
         "edge_share": round(float(np.mean((alpha > 0) & (alpha < 1))), 4),
-        "bbox": bbox,  # [x0, y0, x1, y1], x1/y1 exclusive
     }
+
+
+def public_light(facts: dict[str, Any]) -> dict[str, Any] | None:
+    """The light direction a scene was painted with, and how sure its estimate was."""
+    light = facts.get("light")
+    if not isinstance(light, dict) or "direction" not in light:
+        return None
+    confidence = light.get("confidence")
+    return {"direction": light["direction"],
+            "confidence": round(float(confidence), 3) if isinstance(confidence, (int, float)) else None}
 
 
 class ReplaceBackgroundPipeline:
@@ -100,14 +127,16 @@ class ReplaceBackgroundPipeline:
 
         facts = dict(scene.facts)
         scene_generated = bool(facts.pop("scene_generated", False))
-        subject = subject_facts(matte.alpha)
-        subject.update(matte.facts)
-        subject.update(facts)
-        subject["shadow"] = decision.as_facts()
-        return RenderOutput(image=out, alpha=matte.alpha_u8, seed=seed,
-                            scene_generated=scene_generated, timings_ms=timings,
-                            subject=subject,
-                            engine={"matting": self.matting.name, "scene": self.scene.name})
+        engine = str(facts.get("scene_model") or self.scene.name)
+        return RenderOutput(
+            image=out, alpha=matte.alpha_u8, seed=seed, scene_generated=scene_generated,
+            timings_ms=timings, subject=subject_facts(matte.alpha),
+            engine={"matting": self.matting.name, "scene": engine},
+            scene={"engine": engine, "prompt": str(facts.get("prompt") or prompt.strip()),
+                   "seed": seed},
+            shadow=decision.as_facts(), light=public_light(facts),
+            diagnostics={"matting": {**matte_diagnostics(matte.alpha), **matte.facts},
+                         "scene": facts})
 
 
 def _shadow_decision(matte, scene: Scene, preserve_shadow: bool) -> ShadowDecision:

@@ -8,12 +8,16 @@ payload: render_id, attempt, input_key (an 8-bit sRGB RGB PNG in storage), outpu
          scene_prompt, preserve_shadow, seed (the web side picks one when the client
          sent none, so a retried attempt paints the same scene)
 result:  output_key, matte_key, width, height, format, seed, scene_generated,
-         timings_ms {stage: int ms, ..., "total"}, subject {facts}, engine {matting, scene}
+         timings_ms {stage: int ms, ..., "total"} (the public stages, PUBLIC_TIMINGS),
+         subject {bbox, coverage}, scene {engine, prompt, seed},
+         exactness {opaque_pixels, exact_pixels, share} (measured on the encoded file),
+         shadow {state, strength}, light {direction, confidence} or null,
+         engine {matting, scene}, diagnostics {every other fact; staff and logs only}
 
 While it runs the task keeps ``job.meta["stage"]`` ("matting", "generating",
 "composing") and ``job.meta["stage_started_at"]`` (ISO 8601, UTC) current for the
-dashboard. On failure it stores ``job.meta["error"] = {"code", "message"}`` BEFORE
-raising, with a code from `gpu_worker.errors`, so the web side can read the code from
+dashboard. On failure it stores ``job.meta["error"] = {"code", "message"}`` (and
+``job.meta["failed_stage"]``, the stage it was in) BEFORE raising, with a code from `gpu_worker.errors`, so the web side can read the code from
 the failed job. Settlement on the Django side is requested by the worker process once
 the job's final state is saved (see `gpu_worker.worker`). A job of a render the web
 side has already ended (``imaging:render-job:<render id>`` is ``settled``) is skipped.
@@ -25,6 +29,7 @@ a shell), the task loads one from the environment on first use.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -39,12 +44,17 @@ from rq.timeouts import JobTimeoutException
 from gpu_worker.composite import CONTENT_TYPES, decode_input, encode_image, encode_matte
 from gpu_worker.config import WorkerConfig
 from gpu_worker.errors import RenderError
+from gpu_worker.exactness import measure_exactness
 from gpu_worker.pipeline import Renderer
 from gpu_worker.storage import InvalidKey, MissingKey, Storage, open_storage
 
 log = logging.getLogger("gpu_worker.tasks")
 
 STAGES = ("matting", "generating", "composing")
+# The stage timings the public result carries; finer ones (a matting engine's own
+# steps) go to the diagnostics. "verify" is the exactness check of the encoded file.
+PUBLIC_TIMINGS = ("read", "decode", "matting", "scene", "compose", "encode", "verify",
+                  "write", "total")
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,9 @@ def replace_background(payload: dict[str, Any]) -> dict[str, Any]:
         matte = encode_matte(output.alpha)
         timings["encode"] = _ms(mark)
         mark = time.perf_counter()
+        exactness = measure_exactness(image, output.alpha, encoded)
+        timings["verify"] = _ms(mark)
+        mark = time.perf_counter()
         runtime.storage.write(request.output_key, encoded, content_type)
         runtime.storage.write(request.matte_key, matte, "image/png")
         timings["write"] = _ms(mark)
@@ -202,6 +215,9 @@ def replace_background(payload: dict[str, Any]) -> dict[str, Any]:
         raise error from exc
 
     height, width = output.image.shape[:2]
+    rounded = {stage: int(round(ms)) for stage, ms in timings.items()}
+    diagnostics = dict(output.diagnostics)
+    diagnostics["timings_ms"] = {k: v for k, v in rounded.items() if k not in PUBLIC_TIMINGS}
     result = {
         "output_key": request.output_key,
         "matte_key": request.matte_key,
@@ -210,19 +226,27 @@ def replace_background(payload: dict[str, Any]) -> dict[str, Any]:
         "format": request.output_format,
         "seed": output.seed,
         "scene_generated": output.scene_generated,
-        "timings_ms": {stage: int(round(ms)) for stage, ms in timings.items()},
+        "timings_ms": {k: v for k, v in rounded.items() if k in PUBLIC_TIMINGS},
         "subject": output.subject,
+        "scene": output.scene,
+        "exactness": exactness,
+        "shadow": output.shadow,
+        "light": output.light,
         "engine": output.engine,
+        "diagnostics": diagnostics,
     }
-    log.info("render %s: %dx%d %s in %d ms (%s)", request.render_id, width, height,
-             request.output_format, result["timings_ms"]["total"],
-             ", ".join(f"{k} {v}" for k, v in result["timings_ms"].items() if k != "total"))
+    log.info("render %s: %dx%d %s in %d ms (%s); scene %s, shadow %s, exact %s", request.render_id,
+             width, height, request.output_format, rounded["total"],
+             ", ".join(f"{k} {v}" for k, v in result["timings_ms"].items() if k != "total"),
+             output.scene.get("engine"), (output.shadow or {}).get("state"), exactness["share"])
+    log.info("render %s diagnostics: %s", request.render_id, json.dumps(diagnostics, default=str))
     return result
 
 
 def _fail(job: Job | None, error: RenderError) -> None:
     log.warning("render failed: %s", error)
-    _save_meta(job, error=error.as_dict())
+    stage = job.meta.get("stage") if job is not None and isinstance(job.meta, dict) else None
+    _save_meta(job, error=error.as_dict(), failed_stage=stage if stage in STAGES else "")
 
 
 def _ms(started: float) -> float:

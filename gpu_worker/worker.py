@@ -19,6 +19,7 @@ RQ callback (both run before that save), so the settle job always sees the final
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
@@ -40,6 +41,8 @@ SETTLE_TASK = "imaging.tasks.settle_render"
 
 # Shared by name with imaging.dispatch (the two sides share Redis, not code).
 WAITER_KEY_PREFIX = "imaging:waiter:"
+# Field of rq's worker hash holding this worker's capabilities (imaging.worker_capabilities).
+CAPABILITIES_FIELD = "pixelapi_capabilities"
 
 
 def redis_client(url: str, *, connect_timeout: float, socket_timeout: float) -> Redis:
@@ -91,9 +94,22 @@ class GpuWorker(SimpleWorker):
     ``heartbeat_ttl`` seconds, which retries the render on another worker.
     """
 
-    def __init__(self, *args: Any, heartbeat_ttl: int = 30, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, heartbeat_ttl: int = 30,
+                 capabilities: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.render_heartbeat_ttl = heartbeat_ttl
+        self.capabilities = capabilities or {}
         super().__init__(*args, **kwargs)
+
+    def register_birth(self) -> None:
+        """Also says what this worker can render, in rq's own worker hash.
+
+        The hash lives exactly as long as rq keeps the worker registered (it expires
+        with the worker's heartbeat), so the web side reads live workers' capabilities
+        (``imaging.worker_capabilities``) without a registry of its own.
+        """
+        super().register_birth()
+        if self.capabilities:
+            self.connection.hset(self.key, CAPABILITIES_FIELD, json.dumps(self.capabilities))
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.render_heartbeat_ttl
@@ -122,9 +138,9 @@ class GpuWorker(SimpleWorker):
 def run_worker(redis_url: str, queue: str = "gpu", burst: bool = False,
                max_jobs: int | None = None, name: str | None = None, *,
                connect_timeout: float = 2.0, socket_timeout: float = 5.0,
-               heartbeat_ttl: int = 30) -> bool:
+               heartbeat_ttl: int = 30, capabilities: dict[str, Any] | None = None) -> bool:
     """Takes jobs until stopped (or the queue is empty, with `burst`)."""
     connection = redis_client(redis_url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
     worker = GpuWorker([queue], connection=connection, serializer=JSONSerializer, name=name,
-                       heartbeat_ttl=heartbeat_ttl)
+                       heartbeat_ttl=heartbeat_ttl, capabilities=capabilities)
     return worker.work(burst=burst, max_jobs=max_jobs, logging_level="INFO")

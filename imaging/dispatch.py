@@ -152,10 +152,12 @@ class Outcome:
     error_code: str = ""
     detail: str = ""
     job_id: str = ""
+    # The worker stage a failure happened in (matting, generating, composing), if known.
+    stage: str = ""
 
     @classmethod
-    def failure(cls, code: str, detail: str = "", job_id: str = "") -> Outcome:
-        return cls(False, {}, code, detail, job_id)
+    def failure(cls, code: str, detail: str = "", job_id: str = "", stage: str = "") -> Outcome:
+        return cls(False, {}, code, detail, job_id, stage)
 
 
 @dataclass(frozen=True)
@@ -183,17 +185,21 @@ def _valid_result(value: Any, expected: dict[str, str]) -> bool:
 
 
 def _failure_from_job(job_id: str, job: Job | None, exc_string: str | None) -> Outcome:
-    error = (job.meta.get("error") if job is not None else None) or {}
+    meta = job.meta if job is not None and isinstance(job.meta, dict) else {}
+    error = meta.get("error") or {}
+    stage = meta.get("failed_stage") or meta.get("stage") or ""
+    stage = stage if isinstance(stage, str) and len(stage) <= 16 else ""
     if isinstance(error, dict) and error.get("code"):
         reported = str(error["code"])
         detail = f"worker: {reported}: {error.get('message') or ''}"[:2000]
-        return Outcome.failure(render_failure_code(reported), detail, job_id)
+        return Outcome.failure(render_failure_code(reported), detail, job_id, stage)
     text = exc_string or ""
     if "JobTimeoutException" in text:
-        return Outcome.failure("render_timeout", "rq: JobTimeoutException", job_id)
+        return Outcome.failure("render_timeout", "rq: JobTimeoutException", job_id, stage)
     if "AbandonedJobError" in text:
-        return Outcome.failure("worker_lost", "rq: AbandonedJobError (worker heartbeat expired)", job_id)
-    return Outcome.failure("render_failed", text[-2000:], job_id)
+        return Outcome.failure("worker_lost", "rq: AbandonedJobError (worker heartbeat expired)",
+                               job_id, stage)
+    return Outcome.failure("render_failed", text[-2000:], job_id, stage)
 
 
 def _outcome_from_result(job_id: str, result: Result, expected: dict[str, str]) -> Outcome | None:

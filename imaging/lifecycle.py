@@ -81,15 +81,19 @@ def _apply_success(render: Render, result: dict[str, Any]) -> None:
         render.seed = seed
     generated = result.get("scene_generated")
     render.scene_generated = generated if isinstance(generated, bool) else None
-    for name in ("timings_ms", "subject", "engine"):
+    # Stored as reported; the serializer reads only the documented keys out of them.
+    for name in _RESULT_PARTS:
         value = result.get(name)
         setattr(render, name, value if isinstance(value, dict) else {})
 
 
+_RESULT_PARTS = ("timings_ms", "subject", "scene", "exactness", "shadow", "light", "diagnostics",
+                 "engine")
+
 _SETTLED_FIELDS = [
     "status", "started_at", "finished_at", "credits_charged", "error_code", "error_message",
-    "error_detail", "output_key", "matte_key", "width", "height", "seed", "scene_generated",
-    "timings_ms", "subject", "engine",
+    "error_detail", "failed_stage", "output_key", "matte_key", "width", "height", "seed",
+    "scene_generated", *_RESULT_PARTS,
 ]
 
 _ATTEMPT_FIELDS = ["status", "attempt", "workers_lost", "job_id", "output_key", "matte_key", "started_at"]
@@ -154,6 +158,7 @@ def settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
                 render.error_code = outcome.error_code
                 render.error_message = public_message(outcome.error_code)
                 render.error_detail = outcome.detail[:4000]
+                render.failed_stage = outcome.stage[:16]
                 render.credits_charged = 0
                 released = render.hold_id is not None and ledger.release(
                     render.hold_id, actor=f"imaging:{actor}")

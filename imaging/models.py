@@ -84,8 +84,19 @@ class Render(models.Model):
     seed = models.BigIntegerField(null=True, blank=True)
     scene_generated = models.BooleanField(null=True, blank=True)
     timings_ms = models.JSONField(default=dict, blank=True)
-    subject = models.JSONField(default=dict, blank=True)
+    # The public result (see imaging.serializers.RenderSerializer): small, typed, stable.
+    subject = models.JSONField(default=dict, blank=True)  # bbox, coverage
+    scene = models.JSONField(default=dict, blank=True)  # engine, prompt, seed
+    exactness = models.JSONField(default=dict, blank=True)  # opaque_pixels, exact_pixels, share
+    shadow = models.JSONField(default=dict, blank=True)  # state, strength
+    light = models.JSONField(default=dict, blank=True)  # direction, confidence
+    # Everything else the worker reported (thresholds, attempts, sub-stage timings):
+    # for staff pages and logs, never for clients.
+    diagnostics = models.JSONField(default=dict, blank=True)
     engine = models.JSONField(default=dict, blank=True)
+    # The worker stage a failed render was in when it failed ("" when unknown), so the
+    # playground's stepper can mark that stage failed rather than done.
+    failed_stage = models.CharField(max_length=16, blank=True, default="")
     error_code = models.CharField(max_length=64, blank=True, default="")
     # What clients see: always the error registry's text for error_code.
     error_message = models.TextField(blank=True, default="")

@@ -31,7 +31,10 @@ RENDER_FAILED = register(
 )
 MODEL_UNAVAILABLE = register(
     "model_unavailable", 503, "render_error",
-    "A model the render needs is not available on the GPU worker; nothing was charged.",
+    ("This scene prompt needs the diffusion model, which is not installed on the GPU workers; "
+     "nothing was charged. Studio prompts work without it (for example \"pure white background\" "
+     "or \"soft grey paper sweep\"). To paint other scenes, install the weights on the worker "
+     "with `python -m gpu_worker fetch-models` (see the README)."),
 )
 NO_SUBJECT_FOUND = register(
     "no_subject_found", 422, "render_error",

@@ -102,11 +102,13 @@ class RenderRequestSerializer(serializers.Serializer):
 
     image_url = ImageUrlField(
         required=False, max_length=MAX_URL_LENGTH, trim_whitespace=False,
-        help_text="http(s) URL of the input image. Exactly one of image_url and image_file.",
+        help_text=("http(s) URL of the input image: JPEG, PNG, WebP, HEIC/HEIF or AVIF (GIF, TIFF "
+                   "and others are refused). Exactly one of image_url and image_file."),
     )
     image_file = UploadField(
         required=False, allow_empty_file=False, use_url=False,
-        help_text="The input image as a multipart upload. Exactly one of image_url and image_file.",
+        help_text=("The input image as a multipart upload: JPEG, PNG, WebP, HEIC/HEIF or AVIF (GIF, "
+                   "TIFF and others are refused). Exactly one of image_url and image_file."),
     )
     scene_prompt = StrictCharField(
         min_length=1, max_length=MAX_PROMPT_LENGTH,
@@ -118,7 +120,8 @@ class RenderRequestSerializer(serializers.Serializer):
     )
     output_format = StrictChoiceField(
         choices=OutputFormat.choices, required=False, default=OutputFormat.PNG,
-        help_text="png (default) is the only format that keeps the subject's pixels exact on disk.",
+        help_text=("png (default) and webp (lossless) keep the subject's pixels exact on disk; "
+                   "jpeg is smaller but lossy and does not."),
     )
     seed = StrictIntegerField(
         required=False, allow_null=True, default=None, min_value=0, max_value=MAX_SEED,
@@ -150,23 +153,124 @@ def _iso(value: datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+SHADOW_STATES = ("kept", "dropped_hard", "none_found", "not_requested")
+LIGHT_DIRECTIONS = ("left", "right", "above", "front")
+# The public stage timings, in the order they run (gpu_worker.tasks.PUBLIC_TIMINGS).
+TIMING_STAGES = ("read", "decode", "matting", "scene", "compose", "encode", "verify", "write",
+                 "total")
+
+
+class SceneSerializer(serializers.Serializer):
+    engine = serializers.CharField(help_text=(
+        "What painted the background: studio (plain and studio backdrops, CPU) or the "
+        "diffusion model's name (scene prompts), e.g. sdxl-inpainting; echo in tests."))
+    prompt = serializers.CharField(help_text="The scene prompt the engine was given.")
+    seed = serializers.IntegerField(help_text="Send it again with the same prompt for the same scene.")
+
+
+class SubjectSerializer(serializers.Serializer):
+    bbox = serializers.ListField(
+        child=serializers.IntegerField(min_value=0), min_length=4, max_length=4, allow_null=True,
+        help_text="[x0, y0, x1, y1] in pixels of the subject's opaque part (x1, y1 exclusive); "
+                  "null when nothing was found.")
+    coverage = serializers.FloatField(min_value=0, max_value=1,
+                                      help_text="The subject's share of the image (mean alpha), 0..1.")
+
+
+class ExactnessSerializer(serializers.Serializer):
+    opaque_pixels = serializers.IntegerField(
+        min_value=0, help_text="Pixels of the subject that are fully opaque (alpha 255).")
+    exact_pixels = serializers.IntegerField(
+        min_value=0, help_text="Of those, how many are bit-identical to the source in the output file.")
+    share = serializers.FloatField(
+        min_value=0, max_value=1, allow_null=True,
+        help_text="exact_pixels / opaque_pixels, measured by decoding this call's output file: "
+                  "1.0 for png and webp, lower for jpeg; null when no pixel is fully opaque.")
+
+
 class ShadowSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
-        choices=["kept", "dropped_hard", "none_found", "not_requested"],
+        choices=list(SHADOW_STATES),
         help_text=("kept: the soft contact shadow was carried onto the new scene; "
                    "dropped_hard: a hard cast shadow was found and dropped (it would fight "
                    "the new scene's light); none_found: the photo had none; not_requested: "
                    "preserve_shadow was false and no trace of the old shadow remains."))
-    strength = serializers.FloatField(help_text="The shadow's deepest darkening, 0..1.")
+    strength = serializers.FloatField(min_value=0, max_value=1,
+                                      help_text="The shadow's deepest darkening, 0..1.")
 
 
-def _shadow(render: Render) -> dict[str, Any] | None:
-    found = (render.subject or {}).get("shadow")
-    if render.status != RenderStatus.SUCCEEDED or not isinstance(found, dict):
+class LightSerializer(serializers.Serializer):
+    direction = serializers.ChoiceField(
+        choices=list(LIGHT_DIRECTIONS), allow_null=True,
+        help_text="Where the scene's light comes from: from the prompt, else estimated from the "
+                  "subject's shading; null when it could not be told.")
+    confidence = serializers.FloatField(
+        min_value=0, max_value=1, allow_null=True,
+        help_text="1.0 when the prompt named the direction; otherwise how clear the estimate was.")
+
+
+class TimingsSerializer(serializers.Serializer):
+    """Each stage is present when it ran; ``total`` always is for a finished render."""
+
+    read = serializers.IntegerField(required=False, help_text="Reading the input from storage.")
+    decode = serializers.IntegerField(required=False)
+    matting = serializers.IntegerField(required=False, help_text="Cutting out the subject.")
+    scene = serializers.IntegerField(required=False, help_text="Painting the background.")
+    compose = serializers.IntegerField(required=False)
+    encode = serializers.IntegerField(required=False)
+    verify = serializers.IntegerField(required=False, help_text="Measuring exactness on the encoded file.")
+    write = serializers.IntegerField(required=False)
+    total = serializers.IntegerField(required=False, help_text="The worker's whole time on the render.")
+
+
+def _number(value: Any, low: float = 0.0, high: float = 1.0) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if found.get("state") not in ("kept", "dropped_hard", "none_found", "not_requested"):
-        return None
-    return {"state": found["state"], "strength": float(found.get("strength", 0.0))}
+    return min(high, max(low, float(value)))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def public_result(render: Render) -> dict[str, Any]:
+    """The render's result parts, read field by field out of what the worker stored.
+
+    Only documented keys with the documented types come out, so a worker of another
+    version, or a render stored before these parts existed, can never leak internal
+    facts or break a generated client. Every part is null until the render succeeded.
+    """
+    if render.status != RenderStatus.SUCCEEDED:
+        return {"scene": None, "subject": None, "exactness": None, "shadow": None, "light": None}
+    scene = render.scene if isinstance(render.scene, dict) else {}
+    subject = render.subject if isinstance(render.subject, dict) else {}
+    exact = render.exactness if isinstance(render.exactness, dict) else {}
+    shadow = render.shadow if isinstance(render.shadow, dict) and render.shadow else (
+        subject.get("shadow") if isinstance(subject.get("shadow"), dict) else {})
+    light = render.light if isinstance(render.light, dict) else {}
+    bbox = subject.get("bbox")
+    seed = render.seed if render.seed is not None else render.requested_seed
+    return {
+        "scene": {"engine": str(scene.get("engine") or (render.engine or {}).get("scene") or ""),
+                  "prompt": str(scene.get("prompt") or render.scene_prompt),
+                  "seed": scene["seed"] if isinstance(scene.get("seed"), int) else seed},
+        "subject": {"bbox": ([int(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4
+                             and all(isinstance(v, int) for v in bbox) else None),
+                    "coverage": _number(subject.get("coverage")) or 0.0},
+        "exactness": ({"opaque_pixels": _count(exact.get("opaque_pixels")),
+                       "exact_pixels": _count(exact.get("exact_pixels")),
+                       "share": _number(exact.get("share"))} if exact else None),
+        "shadow": ({"state": shadow["state"], "strength": _number(shadow.get("strength")) or 0.0}
+                   if shadow.get("state") in SHADOW_STATES else None),
+        "light": ({"direction": light["direction"] if light.get("direction") in LIGHT_DIRECTIONS else None,
+                   "confidence": _number(light.get("confidence"))} if light else None),
+    }
+
+
+def public_timings(render: Render) -> dict[str, int]:
+    timings = render.timings_ms if isinstance(render.timings_ms, dict) else {}
+    return {stage: int(timings[stage]) for stage in TIMING_STAGES
+            if isinstance(timings.get(stage), (int, float)) and not isinstance(timings.get(stage), bool)}
 
 
 class RenderSerializer(serializers.Serializer):
@@ -194,11 +298,19 @@ class RenderSerializer(serializers.Serializer):
     seed = serializers.IntegerField(allow_null=True, help_text="The seed used (also when none was sent).")
     credits_charged = serializers.IntegerField(help_text="22 for a success, 0 otherwise.")
     credits_remaining = serializers.IntegerField(allow_null=True, help_text="Available credits now.")
-    timings_ms = serializers.DictField(child=serializers.FloatField(), help_text="Per-stage worker timings.")
-    subject = serializers.DictField(help_text="Facts the worker reported, e.g. the light direction used.")
-    scene_generated = serializers.BooleanField(allow_null=True)
+    timings_ms = TimingsSerializer(help_text="Milliseconds per worker stage; empty until the render ran.")
+    scene = SceneSerializer(allow_null=True, help_text="Which engine painted the scene, from what; "
+                                                       "null until succeeded.")
+    subject = SubjectSerializer(allow_null=True, help_text="Where the subject is; null until succeeded.")
+    exactness = ExactnessSerializer(allow_null=True, help_text=(
+        "How many fully opaque subject pixels of the output file equal the source; "
+        "null until succeeded."))
     shadow = ShadowSerializer(allow_null=True, help_text=(
         "What was done with the photo's shadow; null until succeeded."))
+    light = LightSerializer(allow_null=True, help_text="The light the scene was painted with; "
+                                                       "null until succeeded or when not known.")
+    scene_generated = serializers.BooleanField(allow_null=True, help_text=(
+        "Whether a new background was painted (false only for the echo test engine)."))
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     error = RenderErrorSerializer(allow_null=True, help_text="Set when status is failed.")
@@ -224,10 +336,9 @@ class RenderSerializer(serializers.Serializer):
             "seed": render.seed if render.seed is not None else render.requested_seed,
             "credits_charged": render.credits_charged,
             "credits_remaining": self.context.get("credits_remaining"),
-            "timings_ms": render.timings_ms or {},
-            "subject": render.subject or {},
+            "timings_ms": public_timings(render),
+            **public_result(render),
             "scene_generated": render.scene_generated,
-            "shadow": _shadow(render),
             "created_at": _iso(render.created_at),
             "finished_at": _iso(render.finished_at),
             "error": {"code": render.error_code, "message": render.error_message} if failed else None,

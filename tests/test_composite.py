@@ -82,8 +82,8 @@ def test_png_output_is_lossless_srgb_and_carries_no_metadata(size):
     assert b"tEXt" not in data and b"iTXt" not in data and b"eXIf" not in data
 
 
-@pytest.mark.parametrize("output_format,content_type",
-                         [("jpeg", "image/jpeg"), ("webp", "image/webp")])
+# WebP is lossless: its exactness is tested in test_phone_photos.
+@pytest.mark.parametrize("output_format,content_type", [("jpeg", "image/jpeg")])
 def test_lossy_outputs_keep_odd_sizes_and_carry_no_metadata(output_format, content_type):
     case = synthetic.make_case("product", "white", width=101, height=77, supersample=2)
     data, returned_type = encode_image(case.image, output_format)
@@ -141,7 +141,8 @@ class PaintEverything:
         background = np.zeros((height, width, 3), np.float32)
         background[..., 1] = 1.0  # pure green, everywhere, subject included
         return Scene(background=background, shadow=np.full((height, width), 0.8, np.float32),
-                     facts={"scene_generated": True, "light_direction": "left"})
+                     facts={"scene_generated": True, "light_direction": "left", "prompt": request.prompt,
+                            "light": {"direction": "left", "confidence": 0.7, "attached_share": 0.3}})
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +161,22 @@ def test_the_pipeline_keeps_the_subject_exact_whatever_the_scene_paints(matting)
     clear = output.alpha == 0
     assert np.all(output.image[clear] == np.array([0, 204, 0], np.uint8))  # green * shadow
     assert stages == ["matting", "generating", "composing"]
-    assert output.scene_generated is True and output.subject["light_direction"] == "left"
+    assert output.scene_generated is True
+    assert output.light == {"direction": "left", "confidence": 0.7}
+    assert output.scene == {"engine": "paint-everything", "prompt": "a meadow", "seed": 5}
     assert output.engine == {"matting": "classical", "scene": "paint-everything"}
+
+
+def test_the_public_subject_facts_are_the_bbox_and_coverage_and_the_rest_is_diagnostics(matting):
+    case = synthetic.make_case("product", "white", width=121, height=91, supersample=2)
+    output = ReplaceBackgroundPipeline(matting, PaintEverything())(case.image, " x ", 1, True)
+    assert set(output.subject) == {"bbox", "coverage"}
+    solid = np.argwhere(output.alpha >= 128)
+    assert output.subject["bbox"] == [int(solid[:, 1].min()), int(solid[:, 0].min()),
+                                      int(solid[:, 1].max()) + 1, int(solid[:, 0].max()) + 1]
+    assert output.diagnostics["scene"]["light_direction"] == "left"
+    assert "opaque_share" in output.diagnostics["matting"]
+    assert output.shadow is not None and output.shadow["state"] in ("kept", "none_found")
 
 
 def test_without_preserve_shadow_no_shadow_reaches_the_output(matting):

@@ -110,7 +110,13 @@ def test_the_worker_renders_a_job_end_to_end(classical_run, storage, redis):
     result = job.return_value()
     payload = job.args[0]
     assert set(result) == {"output_key", "matte_key", "width", "height", "format", "seed",
-                           "scene_generated", "timings_ms", "subject", "engine"}
+                           "scene_generated", "timings_ms", "subject", "scene", "exactness",
+                           "shadow", "light", "engine", "diagnostics"}
+    assert set(result["subject"]) == {"bbox", "coverage"}
+    assert result["scene"]["engine"] == "tiny-demo:sdxl" and result["scene"]["seed"] == 1234
+    assert set(result["timings_ms"]) <= {"read", "decode", "matting", "scene", "compose", "encode",
+                                         "verify", "write", "total"}
+    assert result["diagnostics"]["timings_ms"], "finer timings go to the diagnostics"
     assert (result["width"], result["height"], result["format"]) == (201, 151, "png")
     # tests/settings.py points the worker at the tiny demo scene models.
     assert result["seed"] == 1234 and result["scene_generated"] is True
@@ -126,6 +132,8 @@ def test_the_worker_renders_a_job_end_to_end(classical_run, storage, redis):
     opaque = matte == 255
     assert opaque.sum() > 2000
     assert np.array_equal(output[opaque], product.image[opaque])
+    assert result["exactness"] == {"opaque_pixels": int(opaque.sum()), "exact_pixels": int(opaque.sum()),
+                                   "share": 1.0}
 
 
 def test_the_worker_reports_its_stage_for_the_dashboard(classical_run):
@@ -182,6 +190,7 @@ def test_the_echo_engine_returns_the_input_re_encoded_at_once(redis, storage):
     assert result["format"] == "webp" and (result["width"], result["height"]) == (97, 61)
     with Image.open(io.BytesIO(storage.read(result["output_key"]))) as picture:
         assert picture.format == "WEBP" and picture.size == (97, 61)
+        assert np.array_equal(np.asarray(picture), image)  # lossless: the subject stays exact
     assert (decode(storage.read(result["matte_key"])) == 255).all()
 
 
