@@ -128,12 +128,12 @@ def test_a_password_reset_for_an_unknown_address_sends_nothing_and_says_the_same
     assert mail.outbox == []
 
 
-def test_the_demo_account_is_created_once_as_staff_and_can_sign_in(client, db, settings):
+def test_the_demo_account_is_created_once_as_staff_and_can_sign_in(client, db, settings, tmp_path):
     settings.DEBUG = True
     first, second = io.StringIO(), io.StringIO()
 
-    call_command("ensure_demo_account", stdout=first)
-    call_command("ensure_demo_account", stdout=second)
+    call_command("ensure_demo_account", stdout=first, key_file=str(tmp_path / "key"))
+    call_command("ensure_demo_account", stdout=second, key_file=str(tmp_path / "key"))
 
     user = User.objects.get(email="demo@example.com")
     assert user.is_staff and user.check_password("demo-password")
@@ -144,17 +144,37 @@ def test_the_demo_account_is_created_once_as_staff_and_can_sign_in(client, db, s
     assert signed_in_user_id(client) == user.pk
 
 
-def test_the_demo_account_gets_its_credits_once(db, settings):
+def test_the_demo_account_gets_its_credits_once(db, settings, tmp_path):
     ledger = pytest.importorskip("billing.ledger")
     settings.DEBUG = True
 
-    call_command("ensure_demo_account", stdout=io.StringIO())
+    call_command("ensure_demo_account", stdout=io.StringIO(), key_file=str(tmp_path / "key"))
     user = User.objects.get(email="demo@example.com")
     after_first = ledger.balances(user)
-    call_command("ensure_demo_account", stdout=io.StringIO())
+    call_command("ensure_demo_account", stdout=io.StringIO(), key_file=str(tmp_path / "key"))
 
     assert ledger.balances(user) == after_first
     assert after_first.available >= 100 * settings.CREDITS_PER_RENDER
+
+
+def test_the_demo_account_keeps_a_working_api_key_in_its_key_file(db, settings, tmp_path):
+    from accounts.keys import authenticate_key, revoke_key
+
+    settings.DEBUG = True
+    path = tmp_path / "var" / "demo-api-key"
+
+    call_command("ensure_demo_account", stdout=io.StringIO(), key_file=str(path))
+    first = path.read_text().strip()
+    key = authenticate_key(first)
+    assert key is not None and key.user.email == "demo@example.com"
+    assert path.stat().st_mode & 0o777 == 0o600
+    call_command("ensure_demo_account", stdout=io.StringIO(), key_file=str(path))
+    assert path.read_text().strip() == first  # a working key is kept, not piled up
+
+    revoke_key(key)
+    call_command("ensure_demo_account", stdout=io.StringIO(), key_file=str(path))
+    second = path.read_text().strip()
+    assert second != first and authenticate_key(second) is not None
 
 
 def test_the_demo_account_is_refused_outside_development(db, settings):
