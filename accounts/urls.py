@@ -1,6 +1,7 @@
 """Account pages, the dashboard shell and GET /v1/account.
 
-Mounted after billing's and imaging's URLs, so /dashboard/billing/ belongs to billing.
+Mounted after billing's and imaging's URLs, so /dashboard/billing/ belongs to billing
+(and ``/``, the landing page, to the console).
 URL names are global (no namespace) because templates across apps link to them.
 """
 
@@ -13,7 +14,6 @@ from accounts.api import AccountView
 
 urlpatterns = [
     path("v1/account", AccountView.as_view(), name="api-account"),
-    path("", RedirectView.as_view(pattern_name="console:overview"), name="home"),
     path("signup/", views.signup, name="signup"),
     path("verify-email/send/", views.send_verification, name="send-verification"),
     path("verify-email/<str:token>/", views.verify_email, name="verify-email"),

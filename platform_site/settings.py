@@ -249,9 +249,25 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Replace the background of an image: exact subject, generated scene.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Both readers are served from this site (drf-spectacular-sidecar) and make no
+    # request elsewhere; templates/drf_spectacular/ drops Redoc's Google Fonts link.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # validatorUrl: None: Swagger UI would otherwise ask validator.swagger.io about the schema.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # Redoc's default theme names Montserrat and Roboto; the site's own system fonts instead.
+    "REDOC_UI_SETTINGS": {
+        "theme": {
+            "typography": {
+                "fontFamily": 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif',
+                "headings": {"fontFamily": 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", '
+                                           'Arial, sans-serif'},
+                "code": {"fontFamily": 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", '
+                                       'monospace'},
+            },
+        },
+    },
     # The request's output_format and the render's format are one choice set, one name.
     "ENUM_NAME_OVERRIDES": {"OutputFormatEnum": "imaging.models.OutputFormat"},
 }

@@ -1,4 +1,5 @@
-"""Root URLs. Each app owns its own urls module; this file only mounts them."""
+"""Root URLs. Each app owns its own urls module; this file only mounts them and names
+the error handlers (styled pages for people, the JSON error shape under /v1/)."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -7,7 +8,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("imaging.urls")),
     path("", include("billing.urls")),
-    # The console (overview, renders, playground, docs, staff) before accounts.
+    # The console (landing page, overview, renders, playground, docs, staff) before accounts.
     path("", include("imaging.dashboard.urls")),
     path("", include("accounts.urls")),
 ]
+
+handler403 = "imaging.dashboard.views.errors.permission_denied"
+handler404 = "imaging.dashboard.views.errors.page_not_found"
+handler500 = "imaging.dashboard.views.errors.server_error"

@@ -7,11 +7,14 @@ import re
 
 from django.test import Client
 
+import pytest
+
 from accounts.keys import issue_key
+from imaging.dashboard import snippets
+from imaging.models import Render
 from imaging.serializers import RenderRequestSerializer, RenderSerializer
 from platform_site.api_errors import REGISTRY, register
 from tests.helpers_render import make_user
-
 
 
 def docs_page(client: Client) -> str:
@@ -79,7 +82,8 @@ def test_the_quickstart_uses_the_signed_in_users_key_prefix_but_never_a_secret(d
     assert raw not in page and raw[len(key.display_prefix):] not in page
     assert f"starts with <code>{key.display_prefix}</code>" in page
     curl = snippet(page, "curl-example")
-    assert f"export PIXELAPI_KEY='{key.display_prefix}…'" in curl
+    assert f"“laptop” (it starts with {key.display_prefix}…)" in curl
+    assert "#   export PIXELAPI_KEY=<your key>" in curl
     assert '-H "Authorization: Bearer $PIXELAPI_KEY"' in curl and "Idempotency-Key" in curl
     assert "http://testserver/v1/image/replace-background" in curl
 
@@ -109,3 +113,91 @@ def test_the_interactive_references_are_linked_and_served_without_a_cdn(client, 
         reference = client.get(url).content.decode()
         assert "cdn." not in reference and "unpkg" not in reference and "jsdelivr" not in reference
         assert "/static/drf_spectacular_sidecar/" in reference
+
+
+# --- no snippet sets a key it does not have ------------------------------------------
+
+
+def commands(snippet_text: str) -> list[str]:
+    """The lines a shell would run: everything but comments and blank lines."""
+    return [line for line in snippet_text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def every_snippet(page: str) -> list[str]:
+    return [html.unescape(code) for code in re.findall(r'<pre class="snippet"[^>]*><code>(.*?)</code>', page, re.S)]
+
+
+@pytest.mark.parametrize("signed_in_with_a_key", [False, True])
+def test_no_docs_snippet_sets_a_truncated_key_as_if_it_were_one(db, signed_in_with_a_key):
+    client = Client()
+    if signed_in_with_a_key:
+        user = make_user("dev@example.com")
+        issue_key(user, "laptop")
+        client.force_login(user)
+
+    found = every_snippet(docs_page(client))
+
+    assert len(found) == 3  # curl with a URL, curl with an upload, Python
+    for text in found:
+        for line in commands(text):
+            assert "…" not in line and "export " not in line, line
+            assert "pxl_live_" not in line, line
+    assert "#   export PIXELAPI_KEY=<your key>" in found[0]
+    assert 'os.environ["PIXELAPI_KEY"]' in found[2] and "export PIXELAPI_KEY=<your key>" in found[2]
+
+
+@pytest.mark.parametrize("image_url", ["", "https://example.com/p.jpg"])
+def test_the_render_pages_curl_reads_the_key_from_the_variable_and_only_says_how_to_set_it(db, image_url):
+    user = make_user("dev@example.com")
+    key, raw = issue_key(user, "ci")
+    render = Render(user=user, scene_prompt="a beach", image_url=image_url, seed=3)
+
+    text = snippets.render_curl(render, "https://api.example.com", snippets.key_hint(user))
+
+    assert raw not in text
+    assert commands(text)[0].startswith("curl https://api.example.com/v1/image/replace-background")
+    assert all("…" not in line and "export" not in line for line in commands(text))
+    assert '-H "Authorization: Bearer $PIXELAPI_KEY"' in text
+    assert "#   export PIXELAPI_KEY=<your key>" in text and f"starts with {key.display_prefix}" in text
+
+
+def test_the_authentication_example_shows_the_key_shape_not_a_truncated_key(client, db):
+    page = html.unescape(docs_page(client))
+    assert "Authorization: Bearer pxl_live_<the rest of your key>" in page
+    assert "Bearer pxl_live_…" not in page
+
+
+# --- the interactive references, offline -----------------------------------------------
+
+
+def test_redoc_links_no_web_fonts_and_keeps_images_and_fonts_on_this_site(client, db):
+    page = client.get("/v1/redoc/").content.decode()
+
+    assert "fonts.googleapis.com" not in page and "fonts.gstatic.com" not in page
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert "img-src 'self' data: blob:" in policy and "font-src 'self' data:" in policy
+    # Redoc's theme uses the site's system fonts instead of Montserrat and Roboto.
+    assert '"fontFamily": "system-ui' in page and "Montserrat" not in page
+    assert "redoc.standalone.js" in page and "/static/drf_spectacular_sidecar/" in page
+
+
+def test_swagger_ui_spaces_the_error_tables_columns_and_asks_no_validator(client, db):
+    page = client.get("/v1/docs/").content.decode()
+
+    assert ".swagger-ui .renderedMarkdown th" in page and "padding: 0.4rem 0.75rem" in page
+    assert "http-equiv=\"Content-Security-Policy\"" in page
+    assert '"validatorUrl": null' in page
+
+
+def test_the_keys_page_says_how_to_set_the_variable_and_exports_a_new_key_in_full_once(db):
+    user = make_user("dev@example.com")
+    client = Client()
+    client.force_login(user)
+
+    shown = html.unescape(client.post("/dashboard/keys/", {"name": "laptop"}, follow=True).content.decode())
+    raw = re.search(r'id="new-key-value"[^>]*value="([^"]+)"', shown).group(1)
+
+    assert f"<code>export PIXELAPI_KEY='{raw}'</code>" in shown
+    assert "export PIXELAPI_KEY=</code> followed by your key" in shown
+    again = client.get("/dashboard/keys/").content.decode()
+    assert raw not in again and "export PIXELAPI_KEY=</code> followed by your key" in again

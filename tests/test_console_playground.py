@@ -8,15 +8,22 @@ ledger. Without JavaScript the POST redirects to the render's page; with it (an
 
 from __future__ import annotations
 
+import html
 import io
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from PIL import Image
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from billing.models import Hold, HoldStatus
-from imaging import renders
+from imaging import renders, worker_capabilities
+from imaging.dashboard import progress
+from imaging.dispatch import redis_connection
 from imaging.models import Render, RenderEvent
 from tests.helpers_render import (  # noqa: F401  (fixtures)
     CREDITS,
@@ -227,3 +234,155 @@ def test_the_playground_form_is_csrf_protected(fake_gpu):
     response = signed_in(user, enforce_csrf_checks=True).post("/dashboard/playground/", form())
 
     assert response.status_code == 403 and not Render.objects.exists()
+
+
+# --- prompt suggestions and the diffusion notice -------------------------------------
+
+
+def test_the_playground_suggests_studio_prompts_that_fill_the_prompt_field(db):
+    page = signed_in(make_user("dev@example.com")).get("/dashboard/playground/").content.decode()
+
+    suggested = [html.unescape(p) for p in re.findall(r'data-prompt-suggestion="([^"]+)"', page)]
+    assert suggested == ["pure white background", "soft grey paper sweep", "pastel pink studio backdrop",
+                         "gradient from navy to teal"]
+    # Buttons that do not submit the form; hidden until console.js can make them work.
+    assert page.count('type="button" class="chip"') == 4
+    assert "data-prompt-suggestions hidden" in page
+
+
+@pytest.mark.parametrize(("installed", "notice_shown"), [(False, True), (True, False), (None, False)])
+def test_the_playground_says_so_when_no_render_worker_has_a_diffusion_model(
+        db, monkeypatch, installed, notice_shown):
+    monkeypatch.setattr(worker_capabilities, "diffusion_installed", lambda: installed)
+
+    page = signed_in(make_user("dev@example.com")).get("/dashboard/playground/").content.decode()
+
+    notice = ("No diffusion model is installed on the render workers: studio prompts work now; "
+              "scene prompts need the diffusion weights (see README)")
+    assert (notice in page) is notice_shown
+    assert ('data-testid="no-diffusion-notice"' in page) is notice_shown
+
+
+# --- where a failed render stopped ---------------------------------------------------
+
+
+def worker_reached(render: Render, stage: str) -> None:
+    """What the GPU worker records before it runs a stage (job.meta["stage"])."""
+    job = Job.fetch(render.job_id, connection=redis_connection(), serializer=JSONSerializer)
+    job.meta.update({"stage": stage, "stage_started_at": timezone.now().isoformat()})
+    job.save_meta()
+
+
+def failed_render(user, error_code: str, **fields) -> Render:
+    created = timezone.now() - timedelta(seconds=30)
+    return Render.objects.create(user=user, status="failed", scene_prompt="a beach", error_code=error_code,
+                                 created_at=created, deadline_at=created + timedelta(minutes=10),
+                                 finished_at=created + timedelta(seconds=5), **fields)
+
+
+def test_a_render_that_failed_while_generating_shows_matting_done_and_composing_not_reached(fake_gpu):
+    user = make_user("dev@example.com")
+    client = signed_in(user)
+    body = client.post("/dashboard/playground/", form(scene_prompt="fail:model_unavailable"), headers=JSON).json()
+    worker_reached(Render.objects.get(public_id=body["id"]), "generating")
+    run_gpu_jobs_in_process()
+
+    done = client.get(body["status_url"]).json()
+
+    assert done["status"] == "failed" and done["error"]["code"] == "model_unavailable"
+    assert done["progress"]["failed_at"] == "generating"
+    assert done["progress"]["states"] == {"queued": "done", "matting": "done", "generating": "failed",
+                                          "composing": "not-reached", "done": "not-reached"}
+    assert done["progress"]["label"] == "Failed while generating the scene"
+    page = client.get(done["detail_url"]).content.decode()
+    assert '<li data-step="matting" data-state="done">' in page
+    assert '<li data-step="generating" data-state="failed">' in page
+    assert '<li data-step="composing" data-state="not-reached">' in page
+    assert "Failed while generating the scene" in page and 'data-status-url=""' in page
+
+
+def test_a_matting_refusal_is_shown_as_failed_at_matting_even_after_redis_forgot_the_job(db):
+    render = failed_render(make_user("dev@example.com"), "no_subject_found", job_id="long-gone")
+
+    states = progress.progress_of(render).states()
+
+    assert states == {"queued": "done", "matting": "failed", "generating": "not-reached",
+                      "composing": "not-reached", "done": "not-reached"}
+
+
+def test_a_render_that_was_never_queued_failed_at_the_queue(db):
+    render = failed_render(make_user("dev@example.com"), "queue_unavailable")
+
+    assert progress.progress_of(render).states()["queued"] == "failed"
+    assert progress.progress_of(render).label == "Failed before a GPU worker took it"
+
+
+def test_a_render_that_timed_out_while_its_job_waited_failed_in_the_queue(fake_gpu):
+    user = make_user("dev@example.com")
+    client = signed_in(user)
+    body = client.post("/dashboard/playground/", form(), headers=JSON).json()
+    render = Render.objects.get(public_id=body["id"])
+    Render.objects.filter(pk=render.pk).update(status="failed", error_code="render_timeout",
+                                               finished_at=timezone.now())
+    render.refresh_from_db()
+
+    shown = progress.progress_of(render)
+
+    assert shown.failed_at == "queued" and shown.label == "Failed before a GPU worker took it"
+    assert shown.states()["matting"] == "not-reached"
+
+
+def test_a_timeout_never_seen_running_failed_in_the_queue_even_after_redis_forgot_it(db):
+    render = failed_render(make_user("dev@example.com"), "render_timeout", job_id="long-gone")
+
+    assert progress.progress_of(render).failed_at == "queued"
+    render.started_at = render.created_at
+    assert progress.progress_of(render).failed_at is None
+
+
+def test_when_nothing_says_where_a_render_failed_no_step_is_ticked(db):
+    render = failed_render(make_user("dev@example.com"), "worker_lost", job_id="long-gone")
+
+    shown = progress.progress_of(render)
+
+    assert shown.failed_at is None and shown.label == "Failed"
+    assert shown.states() == {"queued": "", "matting": "", "generating": "", "composing": "", "done": "failed"}
+
+
+def test_a_worker_error_before_its_first_stage_is_shown_as_failed_at_matting(fake_gpu):
+    user = make_user("dev@example.com")
+    client = signed_in(user)
+    body = client.post("/dashboard/playground/", form(scene_prompt="fail:invalid_image"), headers=JSON).json()
+    run_gpu_jobs_in_process()
+
+    done = client.get(body["status_url"]).json()
+
+    assert done["progress"]["failed_at"] == "matting"
+    assert done["progress"]["states"]["matting"] == "failed"
+
+
+def test_a_stage_stored_on_the_render_wins_over_what_redis_says(db):
+    render = failed_render(make_user("dev@example.com"), "render_failed", job_id="long-gone")
+    render.failed_stage = "composing"  # Render.failed_stage, where the model has the field
+
+    assert progress.progress_of(render).states()["composing"] == "failed"
+    assert progress.progress_of(render).states()["generating"] == "done"
+
+
+def test_a_succeeded_render_ticks_every_step():
+    now = timezone.now()
+    render = Render(status="succeeded", created_at=now - timedelta(seconds=4), finished_at=now)
+
+    assert set(progress.progress_of(render).states().values()) == {"done"}
+
+
+def test_a_failed_renders_page_shows_its_whole_message_with_commands_as_code(db):
+    user = make_user("dev@example.com")
+    render = failed_render(user, "model_unavailable", error_message=(
+        "Scene prompts need the diffusion model; install it with `python -m gpu_worker fetch-models` <now>."))
+
+    page = signed_in(user).get(f"/dashboard/renders/{render.public_id}/").content.decode()
+
+    message = re.search(r'data-testid="error-message">(.*?)</p>', page, re.S).group(1)
+    assert message == ("Scene prompts need the diffusion model; install it with "
+                       "<code>python -m gpu_worker fetch-models</code> &lt;now&gt;.")

@@ -2,8 +2,11 @@
 
 Keys are never shown: a snippet reads the key from ``$PIXELAPI_KEY`` and, when the
 user has one, says which of their keys to use by its display prefix (e.g.
-``pxl_live_3kT9``), the part the Keys page shows anyway. Every value that came from
-a user is shell-quoted, so a prompt with quotes or ``$(...)`` stays a string.
+``pxl_live_3kT9``), the part the Keys page shows anyway. How to set the variable is
+a comment, never a command: an ``export`` of a prefix would set a key that cannot
+work, and a pasted block must not overwrite a key the reader already exported. Every
+value that came from a user is shell-quoted, so a prompt with quotes or ``$(...)``
+stays a string.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class KeyHint:
 
     @property
     def comment(self) -> str:
-        return f'# Use your key “{self.name}” (it starts with {self.prefix}…):'
+        return f"# Use your key “{self.name}” (it starts with {self.prefix}…)."
 
 
 def key_hint(user: Any, preferred: ApiKey | None = None) -> KeyHint | None:
@@ -45,10 +48,16 @@ def key_hint(user: Any, preferred: ApiKey | None = None) -> KeyHint | None:
     return None if key is None else KeyHint(key.name, key.display_prefix)
 
 
+SET_KEY_LINES = [
+    "# Set it once in your shell, with the full key the Keys page showed you when you created it:",
+    f"#   export {KEY_VARIABLE}=<your key>",
+]
+
+
 def export_lines(hint: KeyHint | None) -> list[str]:
-    if hint is None:
-        return ["# Create a key on the Keys page, then:", f"export {KEY_VARIABLE}='pxl_live_…'"]
-    return [hint.comment, f"export {KEY_VARIABLE}='{hint.prefix}…'"]
+    """Comment lines saying which key to use and how to put it in ``$PIXELAPI_KEY``."""
+    first = hint.comment if hint is not None else "# Create an API key on the Keys page."
+    return [first, *SET_KEY_LINES]
 
 
 def render_curl(render: Render, base_url: str, hint: KeyHint | None) -> str:
@@ -106,8 +115,9 @@ def quickstart_upload_curl(base_url: str) -> str:
 
 
 def quickstart_python(base_url: str, hint: KeyHint | None) -> str:
-    comment = (f"# Your key “{hint.name}” starts with {hint.prefix}…; keep it out of your code."
-               if hint else "# Create a key on the Keys page; keep it out of your code.")
+    comment = (f"# Your key “{hint.name}” starts with {hint.prefix}…; keep it out of your code:"
+               if hint else "# Create a key on the Keys page; keep it out of your code:")
+    comment += f"\n# export {KEY_VARIABLE}=<your key> in the shell that runs this script."
     return f'''import os
 import time
 import uuid

@@ -1,13 +1,16 @@
-"""The console's pages. Mount at the site root before accounts.urls, whose
-placeholder overview (/dashboard/) and docs (/docs/) these replace."""
+"""The console's pages, and the site's landing page and favicon. Mount at the site
+root before accounts.urls, whose placeholder overview (/dashboard/) and docs (/docs/)
+these replaced."""
 
 from django.urls import path
 
-from imaging.dashboard.views import docs, overview, playground, renders, staff
+from imaging.dashboard.views import docs, overview, playground, renders, site, staff
 
 app_name = "console"
 
 urlpatterns = [
+    path("", site.landing, name="landing"),
+    path("favicon.ico", site.favicon, name="favicon"),
     path("dashboard/", overview.overview, name="overview"),
     path("dashboard/renders/", renders.gallery, name="renders"),
     path("dashboard/renders/<str:public_id>/", renders.detail, name="render-detail"),

@@ -23,9 +23,9 @@ from django.views.decorators.http import require_http_methods
 import billing.errors  # noqa: F401  (registers insufficient_credits, raised by submit_render)
 import imaging.errors  # noqa: F401  (registers the input codes, raised by load_input_image)
 from billing import ledger
-from imaging.dashboard.progress import LABELS, STEP_NAMES, Progress
+from imaging.dashboard.progress import LABELS, Progress
 from imaging.models import OPEN_STATUSES, OutputFormat, Render
-from imaging import renders
+from imaging import renders, worker_capabilities
 from imaging.serializers import RenderRequestSerializer
 from platform_site.api_errors import ApiError
 
@@ -37,6 +37,14 @@ MAX_OPEN_PLAYGROUND_RENDERS = 3
 MAX_FORM_OVERHEAD_BYTES = 1_000_000
 SOURCES = ("upload", "url")
 FORM_FIELDS = ("scene_prompt", "output_format", "seed")
+# Studio prompts: rendered by the studio engine on CPU, so they work on a fresh install
+# without any diffusion weights. Clicking one fills the prompt field (console.js).
+PROMPT_SUGGESTIONS = (
+    "pure white background",
+    "soft grey paper sweep",
+    "pastel pink studio backdrop",
+    "gradient from navy to teal",
+)
 
 
 class PlaygroundError(Exception):
@@ -131,7 +139,9 @@ def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "field_errors": {},
         "form_errors": [],
         "initial_progress": Progress("queued", LABELS["queued"], 0, 0.0, None),
-        "step_names": STEP_NAMES,
+        "prompt_suggestions": PROMPT_SUGGESTIONS,
+        # False only when live workers said they have no diffusion model; None (unknown) says nothing.
+        "diffusion_installed": worker_capabilities.diffusion_installed(),
         "max_mb": settings.FETCH_MAX_BYTES // 1_000_000,
         "max_megapixels": settings.MAX_IMAGE_PIXELS // 1_000_000,
         **extra,

@@ -17,11 +17,12 @@ from django.views.decorators.http import require_GET
 
 from billing import ledger
 from imaging import lifecycle
-from imaging.dashboard import snippets
+from imaging.dashboard import reference, snippets
 from imaging.dashboard.access import owned_render
 from imaging.dashboard.display import render_rows
 from imaging.dashboard.media import base_url, links_for
-from imaging.dashboard.progress import STEP_NAMES, progress_of
+from imaging.dashboard.progress import progress_of
+from imaging.dashboard.result_display import result_rows, staff_diagnostics
 from imaging.models import Render, RenderEvent, RenderStatus
 from imaging.signed_urls import serves_locally, signed_url
 
@@ -73,13 +74,14 @@ def detail(request: HttpRequest, public_id: str) -> HttpResponse:
         "row": row,
         "render": render,
         "progress": progress_of(render),
-        "step_names": STEP_NAMES,
         "cost": settings.CREDITS_PER_RENDER,
         "queue_ok": queue_ok,
         "curl": snippets.render_curl(render, base_url(request), snippets.key_hint(request.user, preferred)),
+        # The registry's text marks commands and field names with `backticks`, as the docs show them.
+        "error_message_html": reference.inline_code(render.error_message),
         "events": RenderEvent.objects.filter(render=render).order_by("created_at", "id"),
-        "timings": sorted((render.timings_ms or {}).items()),
-        "subject": sorted((render.subject or {}).items()),
+        "result_rows": result_rows(render),
+        "diagnostics": staff_diagnostics(render) if request.user.is_staff else "",
     })
 
 

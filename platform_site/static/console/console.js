@@ -6,7 +6,7 @@
  *    updates the steps, the label and the elapsed time in place;
  *  - playground: submits the form with fetch(), then shows progress and the result
  *    without a page load. Without JS the form posts normally and redirects to the
- *    render's page.
+ *    render's page. Prompt suggestions fill the prompt field.
  * No external requests, no libraries.
  */
 (function () {
@@ -20,6 +20,22 @@
     var minutes = Math.floor(value / 60);
     var rest = Math.round(value - minutes * 60);
     return minutes + " min " + (rest < 10 ? "0" : "") + rest + " s";
+  }
+
+  /* Error messages come from the API's registry, written in Markdown's `backticks` for
+     commands and field names: shown as <code>, built as nodes (never innerHTML). */
+  function setTextWithCode(element, text) {
+    element.textContent = "";
+    String(text || "").split(/`([^`]+)`/).forEach(function (part, index) {
+      if (!part) return;
+      if (index % 2) {
+        var code = document.createElement("code");
+        code.textContent = part;
+        element.appendChild(code);
+      } else {
+        element.appendChild(document.createTextNode(part));
+      }
+    });
   }
 
   /* --- before/after ------------------------------------------------------------ */
@@ -57,17 +73,19 @@
 
   /* --- progress ---------------------------------------------------------------- */
 
+  /* A step's state as the server computed it (progress.states: done, current, failed,
+     not-reached or ""); without it, counted from progress.step as for an open render. */
+  function stateOf(step, progress) {
+    if (progress.states) return progress.states[step] || "";
+    var index = STEPS.indexOf(step);
+    return index < progress.step ? "done" : index === progress.step ? "current" : "";
+  }
+
   function showProgress(panel, progress) {
     var current = progress.step;
     panel.querySelectorAll("[data-step]").forEach(function (item) {
-      var index = STEPS.indexOf(item.getAttribute("data-step"));
-      if (index < current || (index === current && progress.phase === "succeeded")) {
-        item.setAttribute("data-state", "done");
-      } else if (index === current) {
-        item.setAttribute("data-state", "current");
-      } else {
-        item.removeAttribute("data-state");
-      }
+      var state = stateOf(item.getAttribute("data-step"), progress);
+      if (state) item.setAttribute("data-state", state); else item.removeAttribute("data-state");
     });
     var label = panel.querySelector("[data-progress-label]");
     if (label && label.textContent !== progress.label) label.textContent = progress.label;
@@ -149,6 +167,25 @@
 
   /* --- playground -------------------------------------------------------------- */
 
+  /* Prompt suggestions: hidden without JS (they would do nothing); a click fills the
+     prompt field and puts the cursor at its end, ready to submit or edit. */
+  function initSuggestions(form) {
+    var box = form.querySelector("[data-prompt-suggestions]");
+    var prompt = form.querySelector('[name="scene_prompt"]');
+    if (!box || !prompt) return;
+    box.hidden = false;
+    box.querySelectorAll("[data-prompt-suggestion]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        prompt.value = button.getAttribute("data-prompt-suggestion");
+        prompt.removeAttribute("aria-invalid");
+        var error = form.querySelector('[data-error-for="scene_prompt"]');
+        if (error) error.textContent = "";
+        prompt.focus();
+        prompt.setSelectionRange(prompt.value.length, prompt.value.length);
+      });
+    });
+  }
+
   function initPlayground(form) {
     var button = form.querySelector("[data-submit]");
     var buttonText = button ? button.textContent : "";
@@ -170,6 +207,7 @@
       radio.addEventListener("change", showSource);
     });
     showSource();
+    initSuggestions(form);
 
     function clearErrors() {
       form.querySelectorAll("[data-error-for]").forEach(function (element) {
@@ -220,7 +258,7 @@
         failed.hidden = true;
       } else {
         failed.querySelector("[data-result-error-code]").textContent = data.error ? data.error.code : "";
-        failed.querySelector("[data-result-error-message]").textContent = data.error ? data.error.message : "";
+        setTextWithCode(failed.querySelector("[data-result-error-message]"), data.error ? data.error.message : "");
         failed.hidden = false;
         succeeded.hidden = true;
       }
