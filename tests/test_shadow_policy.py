@@ -70,7 +70,7 @@ def darkening_outside_subject(output, matte) -> np.ndarray:
 def test_a_soft_contact_shadow_is_kept_on_the_new_scene_and_the_subject_stays_exact(storage):
     case = studio_truth.make_case("bottle/cream_deep", WIDTH, HEIGHT, seed=2)
     result, output, matte = render(storage, case, preserve_shadow=True)
-    shadow = result["subject"]["shadow"]
+    shadow = result["shadow"]
     assert shadow["state"] == "kept"
     depth = float(1.0 - case.shadow[case.alpha < 0.01].min())
     assert abs(shadow["strength"] - depth) < 0.08
@@ -89,8 +89,8 @@ def test_a_soft_contact_shadow_is_kept_on_the_new_scene_and_the_subject_stays_ex
 def test_a_hard_cast_shadow_is_dropped_without_a_trace(storage):
     case = studio_truth.make_case("bottle/hard_cast", WIDTH, HEIGHT, seed=2)
     result, output, matte = render(storage, case, preserve_shadow=True)
-    assert result["subject"]["shadow"]["state"] == "dropped_hard"
-    assert result["subject"]["shadow"]["strength"] > 0.3
+    assert result["shadow"]["state"] == "dropped_hard"
+    assert result["shadow"]["strength"] > 0.3
     assert np.abs(darkening_outside_subject(output, matte)).max() < 0.01
     # The old shadow is not in the matte either: where it lay, the output is the scene.
     where_it_was = away_from_subject(case) & (case.shadow < 0.7)
@@ -100,7 +100,7 @@ def test_a_hard_cast_shadow_is_dropped_without_a_trace(storage):
 def test_with_preserve_shadow_false_no_darkening_remains_anywhere(storage):
     case = studio_truth.make_case("bottle/white_soft", WIDTH, HEIGHT, seed=2)
     result, output, matte = render(storage, case, preserve_shadow=False)
-    assert result["subject"]["shadow"]["state"] == "not_requested"
+    assert result["shadow"]["state"] == "not_requested"
     assert np.abs(darkening_outside_subject(output, matte)).max() < 0.01
     where_it_was = away_from_subject(case) & (case.shadow < 0.8)
     assert float(np.mean(matte[where_it_was] == 0)) > 0.99
@@ -109,5 +109,5 @@ def test_with_preserve_shadow_false_no_darkening_remains_anywhere(storage):
 def test_a_photo_without_a_shadow_reports_none_found(storage):
     case = studio_truth.make_case("motion/gradient", WIDTH, HEIGHT, seed=2)
     result, output, matte = render(storage, case, preserve_shadow=True)
-    assert result["subject"]["shadow"] == {"state": "none_found", "strength": 0.0}
+    assert result["shadow"] == {"state": "none_found", "strength": 0.0}
     assert np.abs(darkening_outside_subject(output, matte)).max() < 0.01
