@@ -30,7 +30,7 @@ from tests.helpers_render import (  # noqa: F401  (fixtures are found by name)
     render_env,
     serving,
 )
-from tests.test_image_input import _swapped_primaries_profile
+from tests.test_image_input import _swapped_primaries_profile, pillow_open_calls  # noqa: F401  (fixture)
 
 PILLOW_FORMAT = {"heic": "HEIF", "avif": "AVIF"}
 PHONE_FORMATS = list(PILLOW_FORMAT)
@@ -84,19 +84,6 @@ def refusal(data: bytes, **kwargs) -> ApiError:
         load_image(data, **kwargs)
     return info.value
 
-
-@pytest.fixture
-def pillow_open_calls(monkeypatch) -> list[dict]:
-    """Records every Image.open call load_image makes."""
-    calls: list[dict] = []
-    real_open = Image.open
-
-    def spy(fp, *args, **kwargs):
-        calls.append(kwargs)
-        return real_open(fp, *args, **kwargs)
-
-    monkeypatch.setattr(image_input.Image, "open", spy)
-    return calls
 
 
 @pytest.fixture
