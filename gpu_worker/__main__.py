@@ -25,10 +25,11 @@ def _setup_logging() -> None:
 
 def capabilities(report: dict) -> dict:
     """What the web side may tell customers about this worker: which scene engines work."""
+    # gpu_worker.models.scene_capabilities fills these; a worker that could not load its
+    # models (or runs the echo engine) has no scene stage and paints neither kind.
     scene = report.get("scene") if isinstance(report.get("scene"), dict) else {}
-    return {"engine": report.get("engine", "full"),
-            "studio": bool(scene.get("studio", report.get("engine") == "full" and "error" not in report)),
-            "diffusion": bool(scene.get("diffusion", False))}
+    return {"engine": report.get("engine", "full"), "studio": bool(scene.get("studio")),
+            "diffusion": bool(scene.get("diffusion"))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,10 +223,11 @@ class TimingsSerializer(serializers.Serializer):
     total = serializers.IntegerField(required=False, help_text="The worker's whole time on the render.")
 
 
-def _number(value: Any, low: float = 0.0, high: float = 1.0) -> float | None:
+def _share(value: Any) -> float | None:
+    """A number clamped to 0..1, or None when the worker sent something else."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return min(high, max(low, float(value)))
+    return min(1.0, max(0.0, float(value)))
 
 
 def _count(value: Any) -> int:
@@ -245,8 +246,8 @@ def public_result(render: Render) -> dict[str, Any]:
     scene = render.scene if isinstance(render.scene, dict) else {}
     subject = render.subject if isinstance(render.subject, dict) else {}
     exact = render.exactness if isinstance(render.exactness, dict) else {}
-    shadow = render.shadow if isinstance(render.shadow, dict) and render.shadow else (
-        subject.get("shadow") if isinstance(subject.get("shadow"), dict) else {})
+    # Renders from before these parts had theirs read out of the old facts (migration 0003).
+    shadow = render.shadow if isinstance(render.shadow, dict) else {}
     light = render.light if isinstance(render.light, dict) else {}
     bbox = subject.get("bbox")
     seed = render.seed if render.seed is not None else render.requested_seed
@@ -256,14 +257,14 @@ def public_result(render: Render) -> dict[str, Any]:
                   "seed": scene["seed"] if isinstance(scene.get("seed"), int) else seed},
         "subject": {"bbox": ([int(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4
                              and all(isinstance(v, int) for v in bbox) else None),
-                    "coverage": _number(subject.get("coverage")) or 0.0},
+                    "coverage": _share(subject.get("coverage")) or 0.0},
         "exactness": ({"opaque_pixels": _count(exact.get("opaque_pixels")),
                        "exact_pixels": _count(exact.get("exact_pixels")),
-                       "share": _number(exact.get("share"))} if exact else None),
-        "shadow": ({"state": shadow["state"], "strength": _number(shadow.get("strength")) or 0.0}
+                       "share": _share(exact.get("share"))} if exact else None),
+        "shadow": ({"state": shadow["state"], "strength": _share(shadow.get("strength")) or 0.0}
                    if shadow.get("state") in SHADOW_STATES else None),
         "light": ({"direction": light["direction"] if light.get("direction") in LIGHT_DIRECTIONS else None,
-                   "confidence": _number(light.get("confidence"))} if light else None),
+                   "confidence": _share(light.get("confidence"))} if light else None),
     }
 
 

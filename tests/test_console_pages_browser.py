@@ -68,6 +68,14 @@ def sign_in(page: Page, base: str, email: str) -> None:
     page.wait_for_url(f"{base}/dashboard/")
 
 
+def open_playground_with_a_product(page: Page, base: str, email: str, size: int) -> None:
+    """Signs in and puts a product photo of ``size`` pixels in the playground's upload field."""
+    sign_in(page, base, email)
+    page.goto(f"{base}/dashboard/playground/")
+    page.get_by_label("Image file").set_input_files(
+        files=[{"name": "product.png", "mimeType": "image/png", "buffer": product_png(size)}])
+
+
 def step_states(page: Page, panel: str) -> dict[str, str]:
     return page.locator(f"{panel} [data-step]").evaluate_all(
         "items => Object.fromEntries(items.map(i => [i.dataset.step, i.dataset.state || '']))")
@@ -160,10 +168,7 @@ def test_a_playground_render_without_scene_weights_fails_at_generating_and_says_
 
     # The production scene model with an empty model directory: a fresh machine.
     with gpu_worker(None, SCENE_MODEL="sdxl-inpainting", MODEL_DIR=str(tmp_path), HF_HUB_OFFLINE="1"):
-        sign_in(page, live_server.url, "dana@example.com")
-        page.goto(f"{live_server.url}/dashboard/playground/")
-        page.get_by_label("Image file").set_input_files(
-            files=[{"name": "product.png", "mimeType": "image/png", "buffer": product_png(96)}])
+        open_playground_with_a_product(page, live_server.url, "dana@example.com", 96)
         page.get_by_role("button", name="soft grey paper sweep").click()
         assert page.get_by_label("Scene prompt").input_value() == "soft grey paper sweep"
         page.get_by_label("Scene prompt").fill("on a marble kitchen counter, morning light")
@@ -192,10 +197,7 @@ def test_a_studio_render_in_the_playground_finishes_on_a_fresh_machine_without_w
 
     # The default configuration on a fresh machine: SCENE_MODEL=auto, no weights at all.
     with gpu_worker(None, SCENE_MODEL="auto", MODEL_DIR=str(tmp_path), HF_HUB_OFFLINE="1"):
-        sign_in(page, live_server.url, "erin@example.com")
-        page.goto(f"{live_server.url}/dashboard/playground/")
-        page.get_by_label("Image file").set_input_files(
-            files=[{"name": "product.png", "mimeType": "image/png", "buffer": product_png(160)}])
+        open_playground_with_a_product(page, live_server.url, "erin@example.com", 160)
         page.get_by_role("button", name="pure white background").click()
         page.get_by_role("button", name="Render for 22 credits").click()
         page.locator("[data-result-succeeded]").wait_for(state="visible", timeout=RENDER_TIMEOUT_MS)
