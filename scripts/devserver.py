@@ -2,34 +2,42 @@
 
 Starts (in this order) its own Redis, migrations, the demo account and its API key
 (development only), then the web server (gunicorn), the Django-side RQ worker, the GPU
-worker and the render sweeper. Ctrl-C (or SIGTERM) stops every process this script
-started, and nothing else: each child runs in its own process group, which is what
-gets signalled.
+worker and the render sweeper, under the small supervisor in scripts/supervise.py: any
+number of Ctrl-C / SIGTERM / SIGHUP stop each child once, children die with this
+script even when it is SIGKILLed, and a crashed worker is restarted (a crash loop, or
+a web server that cannot start, stops everything with a one-line reason).
 
 It owns its services: unless REDIS_URL is set, it starts a Redis of its own under
 ``var/redis`` on a free loopback port, never whatever answers on 6379 (another
 application's Redis, whose rq queue named ``default`` it would share). gunicorn's
 control socket goes under ``var/run`` instead of the one path in the home directory
 that every gunicorn on the machine shares. The terminal says which Redis and which
-database this run uses.
+database this run uses. ``var/run/make-run.lock`` keeps a second `make run` in the
+same folder from sharing that Redis and database; ``var/run/redis.pid`` names the
+embedded Redis, so one left by an older run is reported instead of started beside.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from supervise import Child, StartupError, Supervisor, port_in_use, say, serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
+RUN_DIR = ROOT / "var" / "run"
+LOCK_PATH = RUN_DIR / "make-run.lock"
+REDIS_PIDFILE = RUN_DIR / "redis.pid"
 
 
 def redis_answers(url: str) -> bool:
@@ -58,103 +66,123 @@ def describe_database() -> str:
     return f"{parsed.scheme} at {where} (DATABASE_URL)"
 
 
-def start_embedded_redis(children: list[tuple[str, subprocess.Popen]]) -> str | None:
-    """Starts this run's own redis-server under var/redis; returns its URL (None: cannot)."""
+def take_run_lock():
+    """Holds var/run/make-run.lock for this run's life (the kernel drops it when we die)."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    handle = open(LOCK_PATH, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        raise StartupError(f"another `make run` is already running in this folder (pid {holder}); "
+                           "stop it first (Ctrl-C in its terminal)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def leftover_redis() -> int | None:
+    """The pid in var/run/redis.pid when that process is still a redis-server."""
+    try:
+        pid = int(REDIS_PIDFILE.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if b"redis-server" in cmdline else None
+
+
+def check_can_start() -> None:
+    """The start-up problems a user can fix, each as one line (raised as StartupError)."""
+    if not PORT.isdigit():
+        raise StartupError(f"PORT={PORT!r} is not a port number")
+    if port_in_use(HOST, int(PORT)):
+        raise StartupError(f"port {PORT} on {HOST} is already in use; stop what listens there, "
+                           f"or choose another port: PORT={int(PORT) + 1} make run")
+    if not os.environ.get("REDIS_URL", "").strip():
+        pid = leftover_redis()
+        if pid is not None:
+            raise StartupError(f"the embedded Redis of an earlier run is still running (pid {pid}, "
+                               f"{REDIS_PIDFILE.relative_to(ROOT)}); stop it with `kill {pid}`, "
+                               "then run again")
+
+
+def start_embedded_redis(supervisor: Supervisor) -> str | None:
+    """Starts this run's own redis-server under var/redis; returns its URL (None: stopped)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        print("run: redis-server is not installed (apt install redis-server), "
-              "or set REDIS_URL to a Redis of yours", file=sys.stderr)
-        return None
+        raise StartupError("redis-server is not installed (apt install redis-server), "
+                           "or set REDIS_URL to a Redis of yours")
     data_dir = ROOT / "var" / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-                    "--appendonly", "yes", "--save", "", "--protected-mode", "yes"], children)
+    # Restarted on the same port and data after a crash; stopped after the workers.
+    redis = supervisor.spawn(Child("redis", [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+        "--pidfile", str(REDIS_PIDFILE), "--appendonly", "yes", "--save", "",
+        "--protected-mode", "yes"], stop_last=True))
     url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if redis_answers(url):
-            return url
-        time.sleep(0.1)
-    print(f"run: the embedded Redis did not answer on port {port}", file=sys.stderr)
-    return None
+    if not supervisor.wait_until(lambda: redis_answers(url), redis, 10, "the embedded Redis"):
+        return None
+    return url
 
 
-def start(name: str, argv: list[str], children: list[tuple[str, subprocess.Popen]]) -> None:
-    print(f"run: starting {name}: {' '.join(argv)}", flush=True)
-    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
-    children.append((name, proc))
-
-
-def stop_all(children: list[tuple[str, subprocess.Popen]]) -> None:
-    for name, proc in reversed(children):
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 15
-    for name, proc in reversed(children):
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        print(f"run: stopped {name}", flush=True)
+def start_platform(supervisor: Supervisor) -> bool:
+    """The start-up steps, then the long-running children; False when a stop came first."""
+    redis_url = os.environ.get("REDIS_URL", "").strip()
+    if redis_url:
+        if not redis_answers(redis_url):
+            raise StartupError(f"nothing answers at REDIS_URL={redis_url}; start that Redis, or unset "
+                               "REDIS_URL and this run starts its own")
+        say(f"Redis: {redis_url} (REDIS_URL, yours)")
+    else:
+        redis_url = start_embedded_redis(supervisor)
+        if redis_url is None:
+            return False
+        os.environ["REDIS_URL"] = redis_url
+        say(f"Redis: {redis_url} (this run's own, data in var/redis)")
+    say(f"database: {describe_database()}")
+    supervisor.run_step("migrate", [PY, "manage.py", "migrate", "--noinput"])
+    if os.environ.get("DEBUG", "1").lower() in {"1", "true", "yes", "on"}:
+        supervisor.run_step("ensure_demo_account", [PY, "manage.py", "ensure_demo_account"])
+    else:
+        supervisor.run_step("collectstatic", [PY, "manage.py", "collectstatic", "--noinput", "-v0"])
+    if supervisor.stopping:
+        return False
+    web = supervisor.spawn(Child("web", [
+        str(ROOT / ".venv" / "bin" / "gunicorn"), "platform_site.wsgi",
+        "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "8",
+        "--timeout", "120", "--access-logfile", "-",
+        "--control-socket", str(RUN_DIR / "gunicorn.ctl")]))
+    if not supervisor.wait_until(lambda: serving(HOST, int(PORT)), web, 60, "the web server"):
+        return False
+    supervisor.spawn(Child("django-worker", [PY, "manage.py", "rqworker", "default",
+                                             "--worker-class", "rq.worker.SimpleWorker",
+                                             "--serializer", "rq.serializers.JSONSerializer"]))
+    supervisor.spawn(Child("gpu-worker", [PY, "-m", "gpu_worker"]))
+    supervisor.spawn(Child("sweeper", [PY, "manage.py", "sweep_renders", "--every", "30"]))
+    print(f"\nrun: dashboard at http://{HOST}:{PORT}/dashboard/  (Ctrl-C stops everything)\n", flush=True)
+    return True
 
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "platform_site.settings")
     os.environ.setdefault("SITE_URL", f"http://{HOST}:{PORT}")
-    (ROOT / "var" / "run").mkdir(parents=True, exist_ok=True)
-    children: list[tuple[str, subprocess.Popen]] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    supervisor = Supervisor(ROOT)
+    supervisor.install_signal_handlers()
     try:
-        redis_url = os.environ.get("REDIS_URL", "").strip()
-        if redis_url:
-            if not redis_answers(redis_url):
-                print(f"run: nothing answers at REDIS_URL={redis_url}; start that Redis, or unset "
-                      "REDIS_URL and this run starts its own", file=sys.stderr)
-                return 1
-            print(f"run: Redis: {redis_url} (REDIS_URL, yours)", flush=True)
-        else:
-            redis_url = start_embedded_redis(children)
-            if redis_url is None:
-                return 1
-            os.environ["REDIS_URL"] = redis_url
-            print(f"run: Redis: {redis_url} (this run's own, data in var/redis)", flush=True)
-        print(f"run: database: {describe_database()}", flush=True)
-        subprocess.run([PY, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True)
-        if os.environ.get("DEBUG", "1").lower() in {"1", "true", "yes", "on"}:
-            subprocess.run([PY, "manage.py", "ensure_demo_account"], cwd=ROOT, check=True)
-        else:
-            subprocess.run([PY, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True)
-        start("web", [str(ROOT / ".venv" / "bin" / "gunicorn"), "platform_site.wsgi",
-                      "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "8",
-                      "--timeout", "120", "--access-logfile", "-",
-                      "--control-socket", str(ROOT / "var" / "run" / "gunicorn.ctl")], children)
-        start("django-worker", [PY, "manage.py", "rqworker", "default",
-                                "--worker-class", "rq.worker.SimpleWorker",
-                                "--serializer", "rq.serializers.JSONSerializer"], children)
-        start("gpu-worker", [PY, "-m", "gpu_worker"], children)
-        start("sweeper", [PY, "manage.py", "sweep_renders", "--every", "30"], children)
-        print(f"\nrun: dashboard at http://{HOST}:{PORT}/dashboard/  (Ctrl-C stops everything)\n",
-              flush=True)
-        while True:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    print(f"run: {name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
-    except (KeyboardInterrupt, subprocess.CalledProcessError) as exc:
-        if isinstance(exc, subprocess.CalledProcessError):
-            print(f"run: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    finally:
-        stop_all(children)
+        lock = take_run_lock()  # noqa: F841 (held open until exit)
+        check_can_start()
+        if not start_platform(supervisor):
+            supervisor.stop_all()
+            return 0
+    except StartupError as exc:
+        say(str(exc), error=True)
+        supervisor.stop_all()
+        return 1
+    return supervisor.watch()
 
 
 if __name__ == "__main__":
