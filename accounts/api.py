@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey, User
+from imaging.schema import COMMON_CODES, error_responses
 
 
 class KeySummarySerializer(serializers.Serializer):
@@ -58,6 +59,7 @@ def account_body(user: User, key: ApiKey) -> dict[str, Any]:
 class AccountView(APIView):
     """GET /v1/account: the identity of the API key's owner."""
 
-    @extend_schema(operation_id="retrieve_account", responses=AccountSerializer)
+    @extend_schema(operation_id="retrieve_account", summary="The API key's owner and credits",
+                   responses={200: AccountSerializer, **error_responses(COMMON_CODES)})
     def get(self, request: Request) -> Response:
         return Response(AccountSerializer(account_body(request.user, request.auth)).data)

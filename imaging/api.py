@@ -20,6 +20,7 @@ Every render response carries ``X-Credits-Charged`` and ``X-Credits-Remaining``.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.conf import settings
@@ -31,7 +32,7 @@ from rest_framework.views import APIView
 
 from billing import ledger
 from imaging import idempotency, lifecycle
-from imaging.models import Render, RenderStatus
+from imaging.models import PUBLIC_ID_PATTERN, Render, RenderStatus
 from imaging.ratelimit import ApiKeyRateThrottle
 from imaging.renders import RenderParams, load_input_image, refuse_if_short, submit_render
 from imaging.schema import render_detail_schema, replace_background_schema
@@ -178,6 +179,8 @@ class RenderDetailView(APIView):
 
     @render_detail_schema
     def get(self, request: Request, render_id: str) -> Response:
+        if not re.fullmatch(PUBLIC_ID_PATTERN, render_id):
+            raise ApiError("not_found", "No such render.", param="id")
         render = Render.objects.filter(public_id=render_id, user=request.user).first()
         if render is None:
             raise ApiError("not_found", "No such render.", param="id")

@@ -2,6 +2,10 @@
 
 The URL is hostile until proven otherwise. The rules, and why:
 
+* When ``FETCH_ALLOWED_HOSTS`` is set, only those host names (or their subdomains, for
+  an entry starting with a dot) are fetched; everything else, IP literals included, is
+  refused before any DNS lookup. A deployment that only renders its own CDN's images
+  sets it, and so does the live fuzz run, whose URLs must never leave the machine.
 * http and https only, no user info (``http://user@host`` hides the real host from
   people reading logs), and only the configured ports (80 and 443), so the fetcher
   cannot be used to poke at SSH, Redis or admin ports even on public hosts.
@@ -84,10 +88,21 @@ class FetchPolicy:
     max_bytes: int = 25_000_000
     max_redirects: int = 3
     ca_file: str | None = None
+    # Empty: any host whose addresses pass the checks. Otherwise exact names, and
+    # ".example.com" for every subdomain of example.com.
+    allowed_hosts: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Accept any iterable of ports (settings hold a list) but keep the policy immutable.
         object.__setattr__(self, "allowed_ports", frozenset(int(p) for p in self.allowed_ports))
+        object.__setattr__(self, "allowed_hosts", frozenset(h.lower().rstrip(".") for h in self.allowed_hosts))
+
+    def allows_host(self, host: str) -> bool:
+        """Whether ``host`` (normalised: IDNA ASCII, lower case) is on the allow list, if any."""
+        if not self.allowed_hosts:
+            return True
+        return host in self.allowed_hosts or any(
+            entry.startswith(".") and host.endswith(entry) for entry in self.allowed_hosts)
 
     @classmethod
     def from_settings(cls) -> FetchPolicy:
@@ -98,6 +113,7 @@ class FetchPolicy:
             connect_timeout=float(settings.FETCH_CONNECT_TIMEOUT_SECONDS),
             max_bytes=int(settings.FETCH_MAX_BYTES),
             max_redirects=int(settings.FETCH_MAX_REDIRECTS),
+            allowed_hosts=frozenset(getattr(settings, "FETCH_ALLOWED_HOSTS", ())),
         )
 
 
@@ -187,6 +203,8 @@ def _parse_target(url: str, policy: FetchPolicy) -> _Target:
         raise _forbidden("image_url has no host.")
     bracketed = parts.netloc.startswith("[")
     host, literal = _normalise_host(raw_host, bracketed)
+    if not policy.allows_host(host):
+        raise _forbidden("image_url's host is not one this server fetches from.")
 
     if port is None:
         port = _DEFAULT_PORTS[scheme]

@@ -3,8 +3,8 @@
 Request fields are strict about JSON types: ``"seed": "7"``, ``"preserve_shadow": 1``
 and ``"scene_prompt": 5`` are 400 ``invalid_request`` naming the field, because a
 client that sends the wrong type has a bug we should show it, not guess around.
-Multipart forms carry only strings, so there the same fields accept their usual
-textual spellings (``true``/``false``, decimal integers).
+Multipart forms carry only strings, so there the same fields accept the spellings
+OpenAPI serialises them to, and no others: ``true``/``false``, decimal integers.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone as dt_timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -25,7 +25,22 @@ from imaging.signed_urls import signed_url
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_LENGTH = 2000
 MAX_SEED = 2**32 - 1
-_INTEGER = re.compile(r"[+-]?\d{1,20}")
+# A form integer as OpenAPI serialises one: decimal digits, a minus sign if negative.
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+# The constraints below are the schema's patterns (drf-spectacular writes \A and \Z as
+# ^ and $), and the server checks the same expressions, so a generated client or
+# validator refuses exactly what the API would.
+#
+# image_url: http or https, a host part, no spaces or control characters. Whether the
+# URL can be fetched (a valid host, a public address) is decided when it is fetched:
+# 422, never 400.
+IMAGE_URL_PATTERN = r"\A[Hh][Tt][Tt][Pp][Ss]?://[^/?#\x00-\x20\x7f][^\x00-\x20\x7f]*\Z"
+# Python's str.isspace() set, which str.strip() (and so DRF's blank check) uses; written
+# out because JavaScript's \s is a different set.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# scene_prompt: at least one character that is not white space, and no NUL anywhere.
+PROMPT_PATTERN = rf"\A[^\x00]*[^\x00{_SPACE}][^\x00]*\Z"
 
 
 def _is_form(field: serializers.Field) -> bool:
@@ -43,13 +58,15 @@ class StrictBooleanField(serializers.BooleanField):
     # DRF treats a checkbox missing from an HTML form as False; here a missing
     # field takes its documented default (true) in both encodings.
     default_empty_html = empty
-    _FORM = {"true": True, "1": True, "false": False, "0": False}
+    # Exactly how OpenAPI serialises a boolean into a form field, and how the schema
+    # documents it; "1", "yes" or "True" would be a client bug to show, not to guess.
+    _FORM = {"true": True, "false": False}
 
     def to_internal_value(self, data: Any) -> bool:
         if isinstance(data, bool):
             return data
-        if _is_form(self) and isinstance(data, str) and data.strip().lower() in self._FORM:
-            return self._FORM[data.strip().lower()]
+        if _is_form(self) and isinstance(data, str) and data in self._FORM:
+            return self._FORM[data]
         self.fail("invalid", input=data)
         raise AssertionError  # fail() always raises
 
@@ -60,8 +77,8 @@ class StrictIntegerField(serializers.IntegerField):
             self.fail("invalid")
         if isinstance(data, int):
             value = data
-        elif _is_form(self) and isinstance(data, str) and _INTEGER.fullmatch(data.strip()):
-            value = int(data.strip())
+        elif _is_form(self) and isinstance(data, str) and _INTEGER.fullmatch(data):
+            value = int(data)
         else:
             self.fail("invalid")
         return value  # range validators run after this, in run_validation
@@ -74,22 +91,41 @@ class StrictChoiceField(serializers.ChoiceField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "string", "format": "uri"})
 class ImageUrlField(StrictCharField):
-    """Shape only; whether the address may be fetched is ``imaging.fetch``'s decision."""
+    """Shape only (``IMAGE_URL_PATTERN``); whether the address may be fetched is ``imaging.fetch``'s
+    decision, and a URL it cannot even parse (an IPv6 literal that is not one) is its 422."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(RegexValidator(IMAGE_URL_PATTERN, "The URL has no host."))
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
             raise serializers.ValidationError("The URL contains spaces or control characters.")
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            raise serializers.ValidationError("This is not a valid URL.") from None
-        if parts.scheme.lower() not in ("http", "https"):
+        if _scheme_of(value) not in ("http", "https"):
             raise serializers.ValidationError("Only http and https URLs can be fetched.")
-        if not parts.netloc:
-            raise serializers.ValidationError("The URL has no host.")
         return value
+
+
+def _scheme_of(value: str) -> str:
+    """The scheme of ``value``, lower case, as ``urlsplit`` reads it (without its host checks)."""
+    scheme, sep, _ = value.partition(":")
+    return scheme.lower() if sep and scheme.isascii() and scheme[:1].isalpha() else ""
+
+
+class PromptField(StrictCharField):
+    """``PROMPT_PATTERN``, and the length counted as sent, before surrounding spaces are trimmed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(RegexValidator(PROMPT_PATTERN, "The prompt must not be blank."))
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
 
 
 @extend_schema_field({"type": "string", "format": "binary"})
@@ -105,14 +141,17 @@ class RenderRequestSerializer(serializers.Serializer):
         help_text=("http(s) URL of the input image: JPEG, PNG, WebP, HEIC/HEIF or AVIF (GIF, TIFF "
                    "and others are refused). Exactly one of image_url and image_file."),
     )
+    # An empty upload is like any other file that is not an image: 422 invalid_image, from
+    # the decoder, which the schema documents (a generated binary may be empty).
     image_file = UploadField(
-        required=False, allow_empty_file=False, use_url=False,
+        required=False, allow_empty_file=True, use_url=False,
         help_text=("The input image as a multipart upload: JPEG, PNG, WebP, HEIC/HEIF or AVIF (GIF, "
                    "TIFF and others are refused). Exactly one of image_url and image_file."),
     )
-    scene_prompt = StrictCharField(
+    scene_prompt = PromptField(
         min_length=1, max_length=MAX_PROMPT_LENGTH,
-        help_text="What the new background should show (1 to 2,000 characters, not blank).",
+        help_text=("What the new background should show: 1 to 2,000 characters, at least one of "
+                   "them not white space, and no NUL character."),
     )
     preserve_shadow = StrictBooleanField(
         required=False, default=True,
@@ -129,12 +168,19 @@ class RenderRequestSerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(self.initial_data) - set(self.fields)) if hasattr(self.initial_data, "keys") else []
+        sent = set(self.initial_data) if hasattr(self.initial_data, "keys") else set()
+        unknown = sorted(sent - set(self.fields))
         if unknown:
             raise serializers.ValidationError({unknown[0]: "Unknown field."})
+        if self.context.get("form_encoded") and hasattr(self.initial_data, "lists"):
+            # DRF reads an empty form field as "not sent" (an HTML form's untouched input);
+            # to an API client it is a value, and the schema's constraints refuse it.
+            blank = sorted(name for name, values in self.initial_data.lists() if "" in values)
+            if blank:
+                raise serializers.ValidationError({blank[0]: "This field may not be blank."})
         has_url = bool(attrs.get("image_url"))
         has_file = attrs.get("image_file") is not None
-        if has_url and has_file:
+        if (has_url and has_file) or {"image_url", "image_file"} <= sent:
             raise serializers.ValidationError({"image_url": "Send image_url or image_file, not both."})
         if not has_url and not has_file:
             raise serializers.ValidationError({"image_url": "Send image_url, or upload image_file."})

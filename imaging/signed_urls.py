@@ -57,7 +57,8 @@ def signed_url(key: str, *, base_url: str | None = None, ttl: int | None = None,
     if not serves_locally():
         return SignedUrl(default_storage.url(key, expire=ttl), expires_at)
     query = urlencode({"expires": expires, "signature": _signature(key, expires)})
-    path = reverse("imaging:signed-file", kwargs={"key": key}) + "?" + query
+    folder, _, name = key.partition("/")
+    path = reverse("imaging:signed-file", kwargs={"folder": folder, "name": name}) + "?" + query
     base = (base_url or settings.SITE_URL).rstrip("/")
     return SignedUrl(base + path, expires_at)
 

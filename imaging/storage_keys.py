@@ -6,6 +6,7 @@ The GPU worker reads and writes the same keys through its own storage adapter
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 OUTPUT_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -16,6 +17,15 @@ CONTENT_TYPES = {
     ".jpeg": "image/jpeg",
     ".webp": "image/webp",
 }
+
+
+# The keys ``output_key`` and ``matte_key`` write (and those of renders from before the
+# per-attempt suffix): the only ones a signed link can name. ``GET /v1/files/{folder}/{name}``
+# documents them as its two path parameters.
+SERVABLE_FOLDERS = ("outputs", "mattes")
+_STEM = r"rnd_[0-9a-z]{1,32}(?:-[0-9]{1,5})?"
+FILE_NAME_PATTERN = _STEM + r"\.(?:png|jpg|webp)"
+_SERVABLE_KEY = re.compile(rf"outputs/{_STEM}\.(?:png|jpg|webp)|mattes/{_STEM}\.png")  # mattes: PNG only
 
 
 def input_key(public_id: str) -> str:
@@ -42,11 +52,21 @@ def content_type_for(key: str) -> str | None:
     return CONTENT_TYPES.get(PurePosixPath(key).suffix.lower())
 
 
+def is_servable_key(key: object) -> bool:
+    """Whether ``key`` is in the grammar of the keys we write for outputs and mattes.
+
+    Checked before anything else looks at a requested key (the signature, the storage),
+    so bytes we never wrote, control characters and non-ASCII included, get a plain 404.
+    """
+    return isinstance(key, str) and _SERVABLE_KEY.fullmatch(key) is not None
+
+
 def is_servable(key: str) -> bool:
     """Only outputs and mattes, by a plain relative path, are ever served."""
     path = PurePosixPath(key)
     return (
-        not path.is_absolute()
+        is_servable_key(key)
+        and not path.is_absolute()
         and ".." not in path.parts
         and len(path.parts) == 2
         and path.parts[0] in {"outputs", "mattes"}

@@ -28,9 +28,10 @@ class SignedFileView(APIView):
     permission_classes = [AllowAny]
 
     @signed_file_schema
-    def get(self, request: Request, key: str) -> FileResponse:
-        # Keys we write are short printable ASCII; anything else was never signed.
-        if not (key.isascii() and key.isprintable() and len(key) <= 255):
+    def get(self, request: Request, folder: str, name: str) -> FileResponse:
+        key = f"{folder}/{name}"
+        # The storage-key grammar first: a key we could never have written is not looked up.
+        if not storage_keys.is_servable_key(key):
             raise ApiError("not_found", "No such file.")
         try:
             signed_urls.verify(key, request.query_params.get("expires"),

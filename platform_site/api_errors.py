@@ -16,9 +16,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ RATE_LIMITED = register(
     "customer's keys, or too many unknown API keys from this address; retry after "
     "`Retry-After` seconds.",
 )
+REQUEST_TOO_LARGE = register(
+    "request_too_large", 413, "invalid_request_error",
+    "The request body is larger than the API accepts (a JSON body over 2.5 MB; uploads have "
+    "their own limit, `image_too_large`).",
+)
 INTERNAL_ERROR = register(
     "internal_error", 500, "api_error", "Something went wrong on our side; nothing was charged."
 )
@@ -159,6 +165,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django refuses to read a body over DATA_UPLOAD_MAX_MEMORY_SIZE: the client's to fix.
+        return error_response(request, "request_too_large",
+                              "The request body is larger than the API accepts.")
+    elif isinstance(exc, SuspiciousOperation):
+        # Too many form fields or files, a malformed Host: a bad request, not our failure.
+        return error_response(request, "invalid_request", "The request is malformed: " + str(exc))
     if not isinstance(exc, drf_exceptions.APIException):
         # A bug or an outage we did not expect here: the full story goes to the log with
         # the request id; the client gets the one error shape, not Django's HTML page,
@@ -199,3 +212,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         code, message = "internal_error", str(exc.detail)
     return error_response(request, code, message, param=param, headers=headers)
+
+
+class JsonDespiteAccept(DefaultContentNegotiation):
+    """Content negotiation that answers in the view's own format when ``Accept`` names no other.
+
+    The API speaks JSON only (files: their image type). DRF would refuse an ``Accept``
+    it cannot satisfy with 406, and the error shape had no code for that: a 500. HTTP
+    lets a server disregard ``Accept`` (RFC 9110, 12.5.1), which is what clients that
+    send ``Accept: text/html`` or ``image/png`` expect anyway.
+    """
+
+    def select_renderer(self, request: Any, renderers: list, format_suffix: str | None = None) -> tuple:
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except drf_exceptions.NotAcceptable as exc:
+            # The renderers left after any ?format= (an unknown format is a 404 before this).
+            available = getattr(exc, "available_renderers", None) or renderers
+            return available[0], available[0].media_type

@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "platform_site.serving.DevelopmentKeyGuard",
     "platform_site.middleware.RequestIdMiddleware",
+    "platform_site.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -241,6 +242,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "platform_site.api_errors.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "platform_site.api_errors.JsonDespiteAccept",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -319,6 +321,9 @@ LOGGING = {
 # this development-only switch is on (`check --deploy` warns about it).
 
 FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", False)
+# Empty: any public host. Else only these names (".example.com": its subdomains), checked
+# before any DNS lookup; the live fuzz run sets one that never resolves.
+FETCH_ALLOWED_HOSTS = env_list("FETCH_ALLOWED_HOSTS", "")
 FETCH_ALLOWED_PORTS = [int(p) for p in env_list("FETCH_ALLOWED_PORTS", "80,443")]
 FETCH_TIMEOUT_SECONDS = env_float("FETCH_TIMEOUT_SECONDS", 10.0)
 FETCH_CONNECT_TIMEOUT_SECONDS = env_float("FETCH_CONNECT_TIMEOUT_SECONDS", 3.0)

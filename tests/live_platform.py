@@ -235,8 +235,9 @@ class Platform:
     def connection(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
 
-    def start_web(self, workers: int = 2, threads: int = 8, **env: str) -> Child:
-        self.web_proc = self._start("web", [GUNICORN, "platform_site.wsgi", "--bind", f"127.0.0.1:{self.web_port}",
+    def start_web(self, workers: int = 2, threads: int = 8, app: str = "platform_site.wsgi", **env: str) -> Child:
+        """gunicorn serving ``app`` (a WSGI module, or ``module:callable``) on loopback."""
+        self.web_proc = self._start("web", [GUNICORN, app, "--bind", f"127.0.0.1:{self.web_port}",
                                             "--workers", str(workers), "--worker-class", "gthread",
                                             "--threads", str(threads), "--timeout", "120",
                                             "--graceful-timeout", "5", "--log-level", "warning"], **env)

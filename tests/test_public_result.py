@@ -1,7 +1,7 @@
 """The render's public result: small, typed, documented, and free of internal diagnostics.
 
 A real render through a real worker is validated against the OpenAPI schema the API
-serves (``openapi-schema-validator``, which knows OpenAPI 3.0's ``nullable``), the
+serves, as served (``openapi-schema-validator``, strict OpenAPI 3.0's ``nullable``), the
 exactness figures are checked against the downloaded file, and hostile or old worker
 facts are shown to stay out of the response and off the customer's render page.
 """
@@ -50,27 +50,10 @@ def served_schema(django_db_blocker) -> dict:
     return json.loads(response.content)
 
 
-def nullable_as_any_of(node: Any) -> Any:
-    """OpenAPI 3.0's ``nullable: true`` beside ``allOf: [$ref]`` (drf-spectacular's nullable
-    object) read as "this, or null", the way schemathesis and client generators read it.
-
-    OAS 3.0.3's strict wording makes ``nullable`` apply only next to ``type``, and
-    openapi-schema-validator follows it; every other keyword is still checked strictly.
-    """
-    if isinstance(node, list):
-        return [nullable_as_any_of(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: nullable_as_any_of(value) for key, value in node.items()}
-    if node.get("nullable") is True and "type" not in node:
-        rest = {key: value for key, value in node.items() if key != "nullable"}
-        return {"anyOf": [rest, {"type": "string", "nullable": True, "enum": [None]}]}
-    return node
-
-
 def render_validator(schema: dict) -> OAS30Validator:
     """A validator for the render object as the schema documents GET /v1/renders/{id}'s 200."""
-    registry = Registry().with_resource("urn:openapi", Resource.opaque(nullable_as_any_of(schema)))
+    # The schema as served, no rewriting: it is strict OpenAPI 3.0.3 (imaging.schema.strict_openapi_30).
+    registry = Registry().with_resource("urn:openapi", Resource.opaque(schema))
     ref = schema["paths"][GET]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     return OAS30Validator({"$ref": "urn:openapi" + ref}, registry=registry)
 

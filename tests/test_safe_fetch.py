@@ -806,3 +806,33 @@ def test_names_are_not_mistaken_for_addresses():
     assert parse_ipv4_spelling("images.example") is None
     assert parse_ipv4_spelling("1e100.net") is None
     assert parse_ipv4_spelling("0x7f.example") is None
+
+
+# The host allow list (FETCH_ALLOWED_HOSTS) ---------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["http://images.example.org/a.png", "https://8.8.8.8/a.png",
+                                 "http://[2606:4700:4700::1111]/a.png", "http://cdn.example.com.evil.test/a.png",
+                                 "http://example.com/a.png"])
+def test_with_an_allow_list_every_other_host_is_refused_before_any_lookup(url):
+    asked = []
+    policy = FetchPolicy(allowed_hosts={"cdn.example.com", ".img.example.com"})
+    error = refused(url, policy=policy, resolver=lambda host, port: asked.append(host) or [PUBLIC_A])
+    assert (error.code, error.param) == ("image_url_forbidden", "image_url")
+    assert asked == []
+
+
+def test_with_an_allow_list_its_hosts_and_subdomains_are_still_checked_like_any_other():
+    asked = []
+    policy = FetchPolicy(allowed_hosts={"cdn.example.com", ".img.example.com"}, timeout=1)
+    for url in ("http://CDN.example.com./a.png", "http://eu.img.example.com/a.png"):
+        error = refused(url, policy=policy, resolver=lambda host, port: asked.append(host) or ["127.0.0.1"])
+        assert error.code == "image_url_forbidden"  # allowed host, but it resolves to loopback
+    assert asked == ["cdn.example.com", "eu.img.example.com"]
+
+
+def test_the_allow_list_comes_from_the_setting(settings):
+    settings.FETCH_ALLOWED_HOSTS = ["images.fuzz.invalid"]
+    assert FetchPolicy.from_settings().allowed_hosts == frozenset({"images.fuzz.invalid"})
+    settings.FETCH_ALLOWED_HOSTS = []
+    assert FetchPolicy.from_settings().allows_host("anything.example")

@@ -51,6 +51,27 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return render_page(request, "404.html", {"path": request.path}, status=404)
 
 
+def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Every /v1/ path no API view owns: 404 in the error shape, for every method.
+
+    Mounted last, so Django's APPEND_SLASH never sees an unknown API path: it would
+    redirect a GET and, with DEBUG on, fail a POST with a RuntimeError (a 500). A GET
+    of a real path without its trailing slash (``/v1/docs``) is still redirected.
+    """
+    if request.method in ("GET", "HEAD") and not request.path.endswith("/"):
+        from django.http import HttpResponsePermanentRedirect
+        from django.urls import Resolver404, resolve
+
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(request.path + "/" + ("?" + query if query else ""))
+    return api_error(request, "not_found", "No such resource.")
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     request_id = getattr(request, "request_id", None)
     if is_api(request):

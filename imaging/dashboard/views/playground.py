@@ -70,7 +70,8 @@ def _serializer_input(request: HttpRequest) -> dict[str, Any]:
     for name in FORM_FIELDS:
         value = request.POST.get(name, "")
         if value.strip():
-            data[name] = value
+            # People type " 42 "; the API takes a form integer only as bare digits.
+            data[name] = value.strip() if name == "seed" else value
     # An unchecked checkbox is absent from the form; absent means off here, not the API's default.
     data["preserve_shadow"] = "true" if request.POST.get("preserve_shadow") else "false"
     if request.POST.get("source", "upload") == "url":
