@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both are idempotent.
-.PHONY: run test setup bench-matting bench-studio bench-pipeline bench-scene bench-api bench-faults bench-decode bench-fuzz clean
+.PHONY: run test setup bench-matting bench-studio bench-pipeline bench-scene bench-api bench-faults bench-decode bench-fuzz bench-gpu clean
 
 run: setup
 	.venv/bin/python scripts/devserver.py
@@ -30,6 +30,10 @@ bench-faults: setup
 
 bench-decode: setup
 	.venv/bin/python bench/decode_memory.py
+
+# GPU cost per render with full-size random-weight networks (CUDA; see bench/gpu_cost.py).
+bench-gpu: setup
+	.venv/bin/python bench/gpu_cost.py --out var/bench/gpu $${ARGS:-}
 
 # Schemathesis, every phase, against its own live stack: MINUTES=3 make bench-fuzz for less.
 bench-fuzz: setup

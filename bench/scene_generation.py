@@ -33,101 +33,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from gpu_worker.scene.config import SceneConfig, scene_config_from_env  # noqa: E402
+from module_timer import ModuleTimer  # noqa: E402
+
+from gpu_worker.scene.config import scene_config_from_env  # noqa: E402
+from gpu_worker.scene.full_size import build_pipeline  # noqa: E402
 from gpu_worker.scene.generator import DiffusionSceneGenerator  # noqa: E402
 from gpu_worker.scene.loading import load_inpainting_pipeline, select_device  # noqa: E402
-from gpu_worker.scene.tiny import parameter_count, tiny_inpaint_pipeline, tiny_tokenizer  # noqa: E402
+from gpu_worker.scene.tiny import parameter_count, tiny_inpaint_pipeline  # noqa: E402
 from gpu_worker.stages import SceneRequest  # noqa: E402
 from gpu_worker.synthetic import make_case  # noqa: E402
 
 GOAL_SECONDS = 0.26
 
 
-class ModuleTimer:
-    """Accumulates wall time per named module call, synchronising CUDA around each."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.times: dict[str, list[float]] = defaultdict(list)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def wrap(self, name: str, owner, attribute: str) -> None:
-        original = getattr(owner, attribute)
-
-        def timed(*args, **kwargs):
-            self._sync()
-            start = time.perf_counter()
-            result = original(*args, **kwargs)
-            self._sync()
-            self.times[name].append(time.perf_counter() - start)
-            return result
-
-        setattr(owner, attribute, timed)
-
-    def reset(self) -> None:
-        self.times.clear()
-
-
-def sdxl_random_components() -> dict:
-    """SDXL inpainting 0.1's networks (its published configs) with random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    unet = UNet2DConditionModel(
-        sample_size=128,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(320, 640, 1280),
-        layers_per_block=2,
-        transformer_layers_per_block=(1, 2, 10),
-        cross_attention_dim=2048,
-        attention_head_dim=(5, 10, 20),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,
-    )
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=1024,
-        scaling_factor=0.13025,
-        force_upcast=False,
-    )
-    tokenizer = tiny_tokenizer()
-    common = dict(vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                                num_attention_heads=12, projection_dim=768, **common))
-    text_encoder_2 = CLIPTextModelWithProjection(
-        CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                       projection_dim=1280, **{**common, "hidden_act": "gelu"})
-    )
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
-
-
 def sdxl_random_pipeline(device: torch.device, dtype: torch.dtype):
-    """The real pipeline class around :func:`sdxl_random_components`; the tiny tokenizer's ids
-    fit the full-size embedding tables, so only the prompt's tokenization is not SDXL's."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
-
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
-    with torch.device(device):  # random init of 3.5 B parameters: seconds on a GPU, minutes on a CPU
-        components = sdxl_random_components()
-    pipe = StableDiffusionXLInpaintPipeline(**components, tokenizer=tiny_tokenizer(),
-                                            tokenizer_2=tiny_tokenizer(), scheduler=scheduler,
-                                            requires_aesthetics_score=False, add_watermarker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+    """SDXL inpainting 0.1's networks from the vendored configs, random weights
+    (gpu_worker.scene.full_size; bench/gpu_cost.py is the full GPU-cost benchmark)."""
+    return build_pipeline("sdxl-inpainting", device, dtype)
 
 
 def color_key_matte(image: np.ndarray) -> np.ndarray:

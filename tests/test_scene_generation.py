@@ -222,6 +222,18 @@ def test_the_fringe_is_backed_by_the_scene_not_by_the_models_grey_canvas():
     assert np.abs(scene.background[fringe] - np.array([0.2, 0.5, 0.8])).max() < 0.02
 
 
+def test_a_scene_model_that_returns_nan_fails_the_render_instead_of_painting_it_black():
+    class NanPainter(RingPainter):
+        def __call__(self, **kwargs):
+            result = super().__call__(**kwargs)
+            result.images[0][::7] = np.nan  # what fp16 overflow in the VAE looks like
+            return result
+
+    with pytest.raises(RenderError) as failure:
+        DiffusionSceneGenerator(NanPainter(grow_seeds=set()), tiny_config("sdxl"))(ellipse_request())
+    assert failure.value.code == "render_failed" and "non-finite" in failure.value.message
+
+
 def test_a_clean_first_attempt_is_not_retried():
     painter = RingPainter(grow_seeds=set())
     scene = DiffusionSceneGenerator(painter, tiny_config("sdxl"), red_matte)(ellipse_request(seed=5))

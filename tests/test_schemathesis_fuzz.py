@@ -2,7 +2,7 @@
 
 Schemathesis's own CLI, with the repository's ``schemathesis.toml``, against real
 gunicorn, a real Redis, the GPU worker's echo engine and the Django-side rq worker on
-loopback (``tests/fuzz_stack.py``), for about 90 s in all including start-up: the
+loopback (``tests/fuzz_stack.py``), for about 60 s in all including start-up: the
 coverage and fuzzing phases with the checks the issue names. ``make bench-fuzz`` runs
 the same with the stateful phase for ten minutes.
 
@@ -24,7 +24,7 @@ from tests.live_platform import database_url
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 # The whole test, start-up included.
-BUDGET_SECONDS = 90
+BUDGET_SECONDS = 60
 # What schemathesis needs after its last case to shrink nothing, print and exit.
 MARGIN_SECONDS = 5
 MIN_FUZZ_SECONDS = 30

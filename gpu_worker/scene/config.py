@@ -109,6 +109,9 @@ LORA_PRESETS: dict[tuple[str, str], LoraPreset] = {
 }
 
 SCHEDULERS = ("default", "euler", "euler_a", "dpmpp_2m", "ddim", "lcm", "tcd")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+ATTENTION = ("sdpa", "classic")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class SceneConfigError(ValueError):
@@ -146,6 +149,14 @@ class SceneConfig:
     # torch.compile on the UNet (CUDA only). Each new canvas shape (aspect ratio) compiles
     # once, for minutes; worth it on a worker that serves a few fixed aspect ratios.
     compile_unet: bool = False
+    compile_mode: str = "max-autotune"
+    # Inference options bench/gpu_cost.py measures on and off (see the README's GPU cost
+    # section): the networks' dtype on CUDA, the attention kernel, the UNet's memory
+    # layout, and VAE tiling (less peak memory for large canvases, a little slower).
+    dtype: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "float16", "bfloat16", "float32"
+    attention: str = "sdpa"  # "sdpa" (torch's fused kernels) or "classic" (diffusers' matmul path)
+    channels_last: bool = False
+    vae_tiling: bool = False
 
     @property
     def is_demo(self) -> bool:
@@ -254,6 +265,12 @@ def scene_config_from_env(env: Mapping[str, str] | None = None) -> SceneConfig:
     if vae_id and not vae_revision:
         raise SceneConfigError("SCENE_VAE_ID needs SCENE_VAE_REVISION (a pinned commit)")
 
+    def one_of(name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = _get(env, name) or default
+        if value not in allowed:
+            raise SceneConfigError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+        return value
+
     return SceneConfig(
         model=model,
         family=preset.family,
@@ -282,4 +299,9 @@ def scene_config_from_env(env: Mapping[str, str] | None = None) -> SceneConfig:
         device=_get(env, "SCENE_DEVICE") or "auto",
         download=_bool(_get(env, "SCENE_DOWNLOAD") or "0"),
         compile_unet=_bool(_get(env, "SCENE_COMPILE") or "0"),
+        compile_mode=one_of("SCENE_COMPILE_MODE", "max-autotune", COMPILE_MODES),
+        dtype=one_of("SCENE_DTYPE", "auto", DTYPES),
+        attention=one_of("SCENE_ATTENTION", "sdpa", ATTENTION),
+        channels_last=_bool(_get(env, "SCENE_CHANNELS_LAST") or "0"),
+        vae_tiling=_bool(_get(env, "SCENE_VAE_TILING") or "0"),
     )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gpu_worker.errors import MODEL_UNAVAILABLE, RenderError
+from gpu_worker.errors import MODEL_UNAVAILABLE, RENDER_FAILED, RenderError
 from gpu_worker.light import LightEstimate, estimate_light_direction
 from gpu_worker.scene import canvas
 from gpu_worker.scene.config import SceneConfig
@@ -131,6 +131,11 @@ class DiffusionSceneGenerator:
         painted = np.asarray(result.images[0], dtype=np.float32)
         if painted.shape != (h, w, 3):
             raise RuntimeError(f"scene pipeline returned {painted.shape}, asked for {(h, w, 3)}")
+        if not np.isfinite(painted).all():
+            # fp16 overflow (SDXL's VAE is the known case) gives NaN: cast to 8 bits it
+            # would be a black or garbage scene, delivered and charged as a success.
+            raise RenderError(RENDER_FAILED, "the scene model produced non-finite pixels (NaN or inf); "
+                              "SCENE_DTYPE=bfloat16 or an fp16-safe VAE (SCENE_VAE_ID) avoids fp16 overflow")
         return painted
 
     def _attempts(self, prompt: ScenePrompt, seed: int, alpha_w, foreground_w, timings) -> list[Attempt]:

@@ -171,12 +171,33 @@ def missing_scene_weights(config: Any = None) -> list[str]:
 
 
 def select_device(config: SceneConfig) -> tuple[torch.device, torch.dtype]:
-    """CUDA with fp16 when present (or asked for), else CPU with fp32."""
+    """CUDA when present (or asked for), else CPU; SCENE_DTYPE, or fp16 on CUDA and fp32 on CPU."""
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(config.device)
+    if config.dtype != "auto":
+        return device, getattr(torch, config.dtype)
     return device, (torch.float16 if device.type == "cuda" else torch.float32)
+
+
+def apply_inference_options(pipe: Any, config: SceneConfig, device: torch.device) -> Any:
+    """The attention kernel, memory layout, VAE tiling and compilation SCENE_* ask for.
+
+    One function for the worker and for ``bench/gpu_cost.py``, so the bench measures the
+    options exactly as the worker applies them. Compilation is CUDA-only: on a CPU it
+    would cost minutes per canvas shape for no gain worth having.
+    """
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    pipe.unet.set_attn_processor(AttnProcessor2_0() if config.attention == "sdpa" else AttnProcessor())
+    if config.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if config.vae_tiling:
+        pipe.vae.enable_tiling()
+    if config.compile_unet and device.type == "cuda":
+        pipe.unet = torch.compile(pipe.unet, mode=config.compile_mode, fullgraph=True)
+    return pipe
 
 
 def _from_pretrained_args(source: WeightsSource, download: bool) -> tuple[str, dict[str, Any]]:
@@ -249,9 +270,7 @@ def load_inpainting_pipeline(
     pipe.scheduler = make_scheduler(config.scheduler, pipe.scheduler)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    if config.compile_unet and device.type == "cuda":
-        pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
-    return pipe
+    return apply_inference_options(pipe, config, device)
 
 
 def _studio_examples() -> str:
