@@ -19,8 +19,9 @@ from gpu_worker.config import WorkerConfig
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gpu_worker.logs import configure
+
+    configure(os.environ.get("LOG_LEVEL", "INFO"))
 
 
 def capabilities(report: dict) -> dict:
@@ -75,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log.info("starting: queue %s, engine %s, matting %s, model dir %s", config.queue,
              config.worker_engine, config.matting_engine, config.model_dir)
+    from gpu_worker import telemetry
+
+    telemetry.serve()
     runtime = tasks.build_runtime(config)
     tasks.install(runtime)
+    telemetry.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
     log.info("models ready in %d ms: %s", (time.perf_counter() - started) * 1000,
              runtime.report)
     run_worker(config.redis_url, config.queue, burst=args.burst, max_jobs=args.max_jobs,

@@ -200,7 +200,8 @@ def load_models(config: WorkerConfig) -> LoadedModels:
                            **scene_capabilities(scene)}
         log.info("scene: %s loaded in %d ms", scene.name, report["scene"]["load_ms"])
     except RenderError as exc:
-        log.error("models unavailable: %s; renders will fail with %s", exc.message, exc.code)
+        log.error("models unavailable: %s; renders will fail with %s", exc.message, exc.code,
+                  extra={"code": exc.code})
         report["error"] = exc.message
         return LoadedModels(UnavailableRenderer(exc), device, dtype, report)
     return LoadedModels(ReplaceBackgroundPipeline(matting, scene), device, dtype, report)

@@ -41,6 +41,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from gpu_worker import logs, telemetry
 from gpu_worker.composite import CONTENT_TYPES, decode_input, encode_image, encode_matte
 from gpu_worker.config import WorkerConfig
 from gpu_worker.errors import RenderError
@@ -161,9 +162,24 @@ def _already_settled(job: Job | None, payload: Any) -> bool:
 
 
 def replace_background(payload: dict[str, Any]) -> dict[str, Any]:
-    """Renders one image (see the module docstring for the payload and result)."""
-    started = time.perf_counter()
+    """Renders one image (see the module docstring for the payload and result).
+
+    Every log line of the job carries its render id (`gpu_worker.logs`), and the
+    worker's metrics see which render runs (`gpu_worker.telemetry`).
+    """
     job = get_current_job()
+    render_id = payload.get("render_id") if isinstance(payload, dict) else None
+    token = logs.render_id.set(render_id if isinstance(render_id, str) else None)
+    telemetry.job_started(str(render_id or ""), str(getattr(job, "id", "")))
+    try:
+        return _replace_background(job, payload)
+    finally:
+        telemetry.job_finished()
+        logs.render_id.reset(token)
+
+
+def _replace_background(job: Job | None, payload: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
     if _already_settled(job, payload):
         log.info("job %s: render %s has already ended; skipped", getattr(job, "id", "?"),
                  payload.get("render_id"))
@@ -240,11 +256,16 @@ def replace_background(payload: dict[str, Any]) -> dict[str, Any]:
              ", ".join(f"{k} {v}" for k, v in result["timings_ms"].items() if k != "total"),
              output.scene.get("engine"), (output.shadow or {}).get("state"), exactness["share"])
     log.info("render %s diagnostics: %s", request.render_id, json.dumps(diagnostics, default=str))
+    telemetry.render_succeeded(rounded, str((output.engine or {}).get("scene") or output.scene.get("engine") or "none"))
     return result
 
 
 def _fail(job: Job | None, error: RenderError) -> None:
-    log.warning("render failed: %s", error)
+    # An expected outcome, with its code: WARNING and no traceback. Real bugs end up
+    # as render_failed and keep theirs (the caller's `raise ... from exc`, and rq).
+    log.warning("render failed: %s", error, extra={"code": error.code},
+                exc_info=error.code == "render_failed")
+    telemetry.render_failed(error.code)
     stage = job.meta.get("stage") if job is not None and isinstance(job.meta, dict) else None
     _save_meta(job, error=error.as_dict(), failed_stage=stage if stage in STAGES else "")
 

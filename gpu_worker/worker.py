@@ -111,6 +111,20 @@ class GpuWorker(SimpleWorker):
         if self.capabilities:
             self.connection.hset(self.key, CAPABILITIES_FIELD, json.dumps(self.capabilities))
 
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """An expected render failure (a RenderError with its code) is one WARNING line
+        without a traceback; anything else keeps rq's ERROR line with the traceback."""
+        from rq.worker.base import call_exception_handlers
+
+        from gpu_worker.errors import RenderError
+
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(exc, RenderError) and exc.code != "render_failed":
+            self.log.warning("job %s failed: %s", job.id, exc, extra={"code": exc.code})
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
+            return
+        super().handle_exception(job, *exc_info)
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.render_heartbeat_ttl
 

@@ -48,6 +48,7 @@ from rest_framework.response import Response
 
 from imaging import dispatch
 from imaging.models import IdempotencyRecord, Render
+from platform_site import metrics
 from platform_site.api_errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def replay(record: IdempotencyRecord) -> Response:
     for name, value in (record.response_headers or {}).items():
         response[name] = value
     response[REPLAYED_HEADER] = "true"
+    metrics.IDEMPOTENT_REPLAYS.inc()
     return response
 
 
@@ -163,6 +165,7 @@ def lookup(claim: Claim, *, answer: Callable[[Render], Response]) -> Response | 
     if Render.objects.filter(pk=render.pk, status__in=("succeeded", "failed")).exists():
         remember(claim, render, response)
     response[REPLAYED_HEADER] = "true"
+    metrics.IDEMPOTENT_REPLAYS.inc()
     return response
 
 

@@ -45,6 +45,8 @@ from django.utils import timezone
 from billing import ledger
 from imaging import dispatch, ratelimit, storage_keys
 from imaging.dispatch import Outcome
+from gpu_worker import logs
+from platform_site import metrics
 from imaging.models import OPEN_STATUSES, Render, RenderEvent, RenderStatus
 from platform_site.api_errors import REGISTRY
 
@@ -116,6 +118,15 @@ def _retries_after_loss(render: Render, outcome: Outcome, now: datetime) -> bool
 
 
 def settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
+    """Ends an open render (see `_settle`); its log lines meanwhile carry the render id."""
+    token = logs.render_id.set(logs.render_id.get())
+    try:
+        return _settle(render_id, outcome, actor=actor)
+    finally:
+        logs.render_id.reset(token)
+
+
+def _settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
     """Ends an open render with ``outcome`` and resolves its hold; a no-op once ended.
 
     Success captures the hold, a first lost worker starts the next attempt, anything
@@ -124,6 +135,7 @@ def settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
     """
     with transaction.atomic():
         render = Render.objects.select_for_update().get(pk=render_id)
+        logs.render_id.set(render.public_id)
         if render.is_terminal or (outcome.job_id and outcome.job_id != render.job_id):
             return render
         before = render.status
@@ -165,9 +177,12 @@ def settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
                 note = f"{outcome.error_code}; hold {render.hold_id} " + (
                     "released" if released else "was already resolved")
                 log.warning("render %s failed %s (attempt %s, seen by %s): %s", render.public_id,
-                            outcome.error_code, render.attempt, actor, outcome.detail or "-")
+                            outcome.error_code, render.attempt, actor, outcome.detail or "-",
+                            extra={"code": outcome.error_code})
             render.save(update_fields=_SETTLED_FIELDS + ["workers_lost"])
             _event(render, before, actor, note)
+            # Counted after the commit: a rolled-back settle never ended the render.
+            transaction.on_commit(lambda: metrics.record_settled(render))
     # Outside the transaction: Redis is not rolled back with the database, and none of
     # this may turn a settled render into an error (the slot frees itself at the
     # deadline; a missing "settled" mark only costs a worker a wasted run).
@@ -270,6 +285,11 @@ def wait_and_settle(render: Render, timeout: float, *, actor: str) -> Render:
     """
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("wait_and_settle must not run inside a database transaction")
+    with metrics.RENDERS_WAITING.track_inprogress():
+        return _wait_and_settle(render, timeout, actor=actor)
+
+
+def _wait_and_settle(render: Render, timeout: float, *, actor: str) -> Render:
     deadline = time.monotonic() + timeout
     while not render.is_terminal:
         job_id = render.job_id

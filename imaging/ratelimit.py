@@ -28,6 +28,7 @@ from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from imaging.dispatch import redis_connection
+from platform_site import metrics
 from platform_site.api_errors import ApiError
 from platform_site.limits import Bucket, rate_wait, registered_script
 
@@ -101,6 +102,8 @@ class ApiKeyRateThrottle(BaseThrottle):
             # nothing reserved), and reads such as /v1/account should keep working.
             log.warning("rate limit not checked, Redis unreachable: %r", exc)
             return True
+        if self._wait > 0:
+            metrics.RATE_LIMITED.labels("requests_per_minute").inc()
         return self._wait <= 0
 
     def wait(self) -> float | None:
@@ -125,7 +128,9 @@ def take_render_slot(api_key_id: int | None, render_id: str, user_id: int | None
     refused = int(refused)
     if refused:
         cap = caps[refused - 1]
-        if keys[refused - 1].startswith("imaging:inflight:customer:"):
+        customer = keys[refused - 1].startswith("imaging:inflight:customer:")
+        metrics.RATE_LIMITED.labels("in_flight_per_customer" if customer else "in_flight_per_key").inc()
+        if customer:
             message = (f"Your account already has {cap} renders in flight across all its keys "
                        "and the playground; wait for one to finish.")
         else:

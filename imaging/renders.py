@@ -31,6 +31,8 @@ from billing import ledger
 from billing.errors import credits_owed_error, insufficient_credits_error
 from imaging import dispatch, idempotency, ratelimit, storage_keys
 from imaging.fetch import fetch_image
+from gpu_worker import logs
+from platform_site import metrics
 from imaging.image_input import InputImage, encode_png, load_image
 from imaging.models import Render, RenderEvent, new_public_id
 from imaging.serializers import MAX_SEED
@@ -119,6 +121,7 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("submit_render must not run inside a database transaction")
     public_id = new_public_id()
+    logs.render_id.set(public_id)  # the next request's middleware clears it
     api_key_id = getattr(api_key, "pk", None)
     try:
         # Both touch Redis: a queue that cannot be reached is refused here, before
@@ -137,6 +140,7 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
         except redis.RedisError:
             pass  # the slot frees itself at the render's deadline
         raise
+    metrics.RENDERS_ACCEPTED.inc()
     try:
         dispatch.enqueue_render(render)
     except redis.RedisError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from typing import Any, Callable
 
 from django.http import HttpRequest, HttpResponse
 
@@ -19,10 +19,37 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        from gpu_worker import logs
+
         request.request_id = new_request_id()  # type: ignore[attr-defined]
+        # Fresh ids at the start of each request (a thread serves many), and not reset at
+        # its end: Django logs a 4xx/5xx answer ("django.request") after the middleware
+        # chain has returned, and that line must carry the request id too.
+        logs.request_id.set(request.request_id)  # type: ignore[attr-defined]
+        logs.render_id.set(None)
+        logs.user_id.set(None)
         response = self.get_response(request)
         response["X-Request-Id"] = request.request_id  # type: ignore[attr-defined]
         return response
+
+
+def log_staff_user(user: Any) -> None:
+    """Staff actions are attributable in the logs; customers' ids stay out of them."""
+    from gpu_worker import logs
+
+    if getattr(user, "is_staff", False):
+        logs.user_id.set(user.pk)
+
+
+class StaffLogContextMiddleware:
+    """After AuthenticationMiddleware: a signed-in staff user's id goes on each log line."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        log_staff_user(getattr(request, "user", None))
+        return self.get_response(request)
 
 
 # What a non-JSON error under /v1/ is answered with instead, by status.

@@ -5,9 +5,11 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from imaging.dashboard.views.errors import api_not_found
+from platform_site.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("imaging.urls")),
     path("", include("billing.urls")),
     # The console (landing page, overview, renders, playground, docs, staff) before accounts.

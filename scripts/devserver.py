@@ -129,6 +129,20 @@ def start_embedded_redis(supervisor: Supervisor) -> str | None:
     return url
 
 
+def prometheus_env() -> dict[str, str]:
+    """One PROMETHEUS_MULTIPROC_DIR for every Django-side process of this run, emptied now.
+
+    Renders settle in the web processes and in the Django-side worker alike; with one
+    shared folder the web's /metrics sums all of them (the GPU worker serves its own).
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+        return {}
+    folder = RUN_DIR / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+
+
 def start_platform(supervisor: Supervisor) -> bool:
     """The start-up steps, then the long-running children; False when a stop came first."""
     redis_url = os.environ.get("REDIS_URL", "").strip()
@@ -151,18 +165,20 @@ def start_platform(supervisor: Supervisor) -> bool:
         supervisor.run_step("collectstatic", [PY, "manage.py", "collectstatic", "--noinput", "-v0"])
     if supervisor.stopping:
         return False
-    web = supervisor.spawn(Child("web", [
+    django_env = prometheus_env()
+    web = supervisor.spawn(Child("web", env=django_env, argv=[
         str(ROOT / ".venv" / "bin" / "gunicorn"), "platform_site.wsgi",
         "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "8",
         "--timeout", "120", "--access-logfile", "-",
         "--control-socket", str(RUN_DIR / "gunicorn.ctl")]))
     if not supervisor.wait_until(lambda: serving(HOST, int(PORT)), web, 60, "the web server"):
         return False
-    supervisor.spawn(Child("django-worker", [PY, "manage.py", "rqworker", "default",
-                                             "--worker-class", "rq.worker.SimpleWorker",
-                                             "--serializer", "rq.serializers.JSONSerializer"]))
+    supervisor.spawn(Child("django-worker", env=django_env, argv=[
+        PY, "manage.py", "rqworker", "default", "--worker-class", "rq.worker.SimpleWorker",
+        "--serializer", "rq.serializers.JSONSerializer"]))
     supervisor.spawn(Child("gpu-worker", [PY, "-m", "gpu_worker"]))
-    supervisor.spawn(Child("sweeper", [PY, "manage.py", "sweep_renders", "--every", "30"]))
+    supervisor.spawn(Child("sweeper", env=django_env,
+                           argv=[PY, "manage.py", "sweep_renders", "--every", "30"]))
     print(f"\nrun: dashboard at http://{HOST}:{PORT}/dashboard/  (Ctrl-C stops everything)\n", flush=True)
     return True
 

@@ -79,6 +79,7 @@ class Child:
     argv: list[str]
     restart: bool = True  # restarted when it exits on its own
     stop_last: bool = False  # stopped after the others (Redis)
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     restarts: deque = field(default_factory=deque)
@@ -135,6 +136,7 @@ class Supervisor:
     def spawn(self, child: Child) -> Child:
         say(f"starting {child.name}: {' '.join(child.argv)}")
         child.proc = subprocess.Popen(child.argv, cwd=self.cwd, start_new_session=True,
+                                      env={**os.environ, **child.env} if child.env else None,
                                       preexec_fn=die_with_parent())
         child.started_at = time.monotonic()
         child.signalled = False
