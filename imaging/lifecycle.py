@@ -48,6 +48,7 @@ from imaging.dispatch import Outcome
 from gpu_worker import logs
 from platform_site import metrics
 from imaging.models import OPEN_STATUSES, Render, RenderEvent, RenderStatus
+from imaging.webhooks import events as webhook_events
 from platform_site.api_errors import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ def _settle(render_id: int, outcome: Outcome, *, actor: str) -> Render:
                             extra={"code": outcome.error_code})
             render.save(update_fields=_SETTLED_FIELDS + ["workers_lost"])
             _event(render, before, actor, note)
+            webhook_events.render_settled(render)  # the outbox row, in this transaction
             # Counted after the commit: a rolled-back settle never ended the render.
             transaction.on_commit(lambda: metrics.record_settled(render))
     # Outside the transaction: Redis is not rolled back with the database, and none of

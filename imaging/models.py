@@ -190,3 +190,11 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.key} ({self.state})"
+
+
+# Webhook models live in their own module but belong to this app (one migration history).
+from imaging.webhooks.models import (  # noqa: E402,F401
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)

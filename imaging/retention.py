@@ -3,6 +3,9 @@
 The render rows stay: they are the customer's usage history and the ledger refers
 to them. Only the input, output and matte files go; the render object then shows
 no URLs, and old signed links answer 404.
+
+Webhook events and their deliveries (payloads, the delivery log) are deleted after
+WEBHOOK_RETENTION_DAYS (``purge_webhooks``), in the same command.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from imaging import storage_keys
-from imaging.models import TERMINAL_STATUSES, Render, RenderEvent
+from imaging.models import TERMINAL_STATUSES, Render, RenderEvent, WebhookDelivery, WebhookEvent
 
 
 def stored_keys(render: Render) -> set[str]:
@@ -50,4 +53,17 @@ def purge(*, days: int | None = None, now: datetime | None = None, dry_run: bool
         if not dry_run:
             purge_due(render)
         count += 1
+    return count
+
+
+def purge_webhooks(*, days: int | None = None, now: datetime | None = None, dry_run: bool = False) -> int:
+    """Deletes webhook events (with their deliveries) older than ``days``, and deliveries
+    older than that of newer events ("send again" of an old event); returns how many events."""
+    days = int(settings.WEBHOOK_RETENTION_DAYS) if days is None else days
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    events = WebhookEvent.objects.filter(created_at__lt=cutoff)
+    count = events.count()
+    if not dry_run:
+        WebhookDelivery.objects.filter(created_at__lt=cutoff).delete()
+        events.delete()
     return count

@@ -30,6 +30,7 @@ from django.utils import timezone
 from billing import ledger
 from imaging import dispatch, lifecycle
 from imaging.models import IdempotencyRecord, Render, RenderStatus
+from imaging.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class SweepReport:
     marked_running: int = 0
     holds_expired: int = 0
     idempotency_forgotten: int = 0
+    webhooks_queued: int = 0
     errors: int = 0
 
     def __str__(self) -> str:
@@ -86,6 +88,11 @@ def _step(report: SweepReport, what: str, fn: Callable[[], Any]) -> Any:
     """Runs one step of a pass; a failure is logged and counted, never ends the pass."""
     try:
         return fn()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # Redis restarting or failing over: the next pass retries; no traceback for it.
+        report.errors += 1
+        log.warning("sweeper: %s failed: Redis unavailable (%s)", what, exc)
+        return None
     except Exception:
         report.errors += 1
         log.exception("sweeper: %s failed", what)
@@ -111,4 +118,6 @@ def sweep(now: datetime | None = None, *, batch: int = 1000) -> SweepReport:
     forgotten = _step(report, "forgetting idempotency keys",
                       lambda: IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete())
     report.idempotency_forgotten = forgotten[0] if forgotten else 0
+    report.webhooks_queued = _step(report, "queueing due webhook deliveries",
+                                   lambda: webhook_delivery.enqueue_due(now)) or 0
     return report

@@ -170,6 +170,6 @@ def test_the_console_navigation_links_every_page_and_marks_the_current_one(db):
 
     hrefs = re.findall(r'href="([^"]+)"', nav)
     assert hrefs == ["/dashboard/", "/dashboard/renders/", "/dashboard/playground/", "/dashboard/keys/",
-                     "/dashboard/billing/", "/docs/"]
+                     "/dashboard/webhooks/", "/dashboard/billing/", "/docs/"]
     assert re.findall(r'href="([^"]+)" aria-current="page"', nav) == ["/dashboard/renders/"]
     assert re.findall(r'href="([^"]+)" aria-current="page"', nav_for(user, "/dashboard/")) == ["/dashboard/"]

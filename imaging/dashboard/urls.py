@@ -5,6 +5,7 @@ these replaced."""
 from django.urls import path
 
 from imaging.dashboard.views import docs, overview, playground, renders, site, staff
+from imaging.webhooks import views as webhooks
 
 app_name = "console"
 
@@ -17,6 +18,14 @@ urlpatterns = [
     path("dashboard/renders/<str:public_id>/status", renders.status, name="render-status"),
     path("dashboard/renders/<str:public_id>/input.png", renders.input_image, name="render-input"),
     path("dashboard/playground/", playground.playground, name="playground"),
+    path("dashboard/webhooks/", webhooks.endpoints, name="webhooks"),
+    path("dashboard/webhooks/<str:public_id>/", webhooks.detail, name="webhook-detail"),
+    path("dashboard/webhooks/<str:public_id>/roll-secret", webhooks.roll_secret, name="webhook-roll-secret"),
+    path("dashboard/webhooks/<str:public_id>/toggle", webhooks.toggle, name="webhook-toggle"),
+    path("dashboard/webhooks/<str:public_id>/delete", webhooks.delete, name="webhook-delete"),
+    path("dashboard/webhooks/<str:public_id>/test", webhooks.send_test, name="webhook-test"),
+    path("dashboard/webhooks/<str:public_id>/deliveries/<int:delivery_id>/send-again", webhooks.send_again,
+         name="webhook-send-again"),
     path("docs/", docs.docs, name="docs"),
     path("staff/usage/", staff.usage, name="staff-usage"),
     path("staff/accounts/<int:user_id>/", staff.account, name="staff-account"),
