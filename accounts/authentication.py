@@ -23,6 +23,7 @@ from accounts import keys
 from accounts.models import ApiKey, User
 from platform_site.client_ip import client_ip
 from platform_site.limits import Lockout, retry_after
+from platform_site.middleware import log_staff_user
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class ApiKeyAuthentication(BaseAuthentication):
                 log.warning("unknown API key not counted, Redis unreachable: %r", exc)
             raise AuthenticationFailed(REJECTED)
         keys.record_use(key)
+        log_staff_user(key.user)  # a staff member's API calls are attributable in the logs too
         return key.user, key
 
     def authenticate_header(self, request: Request) -> str:

@@ -151,7 +151,7 @@ def submit_render(user: Any, api_key: Any, params: RenderParams, image: InputIma
 def _store_input(public_id: str, image: InputImage) -> str:
     try:
         return default_storage.save(storage_keys.input_key(public_id), ContentFile(encode_png(image.image)))
-    except OSError as exc:
+    except storage_keys.STORAGE_ERRORS as exc:
         log.error("render refused before reserving: cannot store its input: %r", exc)
         raise ApiError("storage_unavailable") from None
 

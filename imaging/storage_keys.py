@@ -9,6 +9,12 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from botocore.exceptions import BotoCoreError, ClientError  # boto3 is a web dependency
+
+# What a storage backend raises when it cannot store or read: the file system's OSError,
+# or, for S3, botocore's errors (an unreachable endpoint is not an OSError there).
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, BotoCoreError, ClientError)
+
 OUTPUT_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 CONTENT_TYPES = {

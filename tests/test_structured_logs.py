@@ -13,8 +13,11 @@ import json
 import logging
 import uuid
 
+import redis
+
 from gpu_worker import logs
-from tests.helpers_render import api_client, make_user, render_env  # noqa: F401  (fixtures by name)
+from imaging import lifecycle
+from tests.helpers_render import api_client, make_user, post_render, product_png, render_env  # noqa: F401
 from tests.worker_runs import enqueue, running_worker, store_input, wait_until_finished
 
 
@@ -60,3 +63,55 @@ def test_with_the_json_formatter_a_web_request_logs_its_request_id(render_env): 
     assert entries, "the refused request is logged"
     assert all(e.get("request_id") == request_id for e in entries)
     assert not any("traceback" in e for e in entries)
+
+
+def capture(logger_name: str) -> tuple[logging.Logger, logging.Handler, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.ContextFilter())
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    return logger, handler, stream
+
+
+def refused_request_lines(user) -> tuple[str, list[dict]]:
+    logger, handler, stream = capture("django.request")
+    try:
+        response = api_client(user).post("/v1/image/replace-background",
+                                         {"image_url": "http://127.0.0.1:9/x.png", "scene_prompt": "white sweep"})
+    finally:
+        logger.removeHandler(handler)
+    return response["X-Request-Id"], json_lines(stream.getvalue())
+
+
+def test_a_staff_members_api_key_request_logs_their_user_id_and_a_customers_does_not(render_env):  # noqa: F811
+    staff = make_user("staff-logs@example.com")
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    customer = make_user("customer-logs@example.com")
+
+    _, staff_lines = refused_request_lines(staff)
+    _, customer_lines = refused_request_lines(customer)
+    assert staff_lines and all(e.get("user_id") == staff.pk for e in staff_lines)
+    assert customer_lines and not any("user_id" in e for e in customer_lines)
+
+
+def test_a_redis_outage_while_waiting_is_one_warning_without_a_traceback_and_the_client_gets_202(
+        render_env, monkeypatch):  # noqa: F811
+    def redis_gone(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(lifecycle, "wait_and_settle", redis_gone)
+    logger, handler, stream = capture("imaging.api")
+    try:
+        client = api_client(make_user("outage-logs@example.com"))
+        response = post_render(client, image=product_png(), scene_prompt="white sweep")
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 202, response.content
+    render_id = response.json()["id"]
+    entries = [e for e in json_lines(stream.getvalue()) if "waiting failed" in e["message"]]
+    assert len(entries) == 1, entries
+    assert entries[0]["level"] == "WARNING" and render_id in entries[0]["message"]
+    assert "traceback" not in entries[0]

@@ -72,7 +72,7 @@ def test_open_storage_uses_s3_when_a_bucket_is_configured():
 
 
 class FakeS3Client:
-    """Records calls like a boto3 S3 client; no S3 server exists on this machine."""
+    """Records calls like a boto3 S3 client (the real server runs in test_s3_storage_end_to_end.py)."""
 
     class exceptions:  # noqa: N801 - mirrors boto3's attribute
         class NoSuchKey(Exception):
