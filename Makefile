@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both are idempotent.
-.PHONY: run test setup bench-matting bench-studio bench-pipeline bench-scene bench-api bench-faults bench-decode bench-fuzz bench-gpu clean
+.PHONY: run test setup bench-matting bench-studio bench-pipeline bench-scene bench-api bench-concurrency bench-faults bench-decode bench-fuzz bench-gpu clean
 
 run: setup
 	.venv/bin/python scripts/devserver.py
@@ -24,6 +24,10 @@ bench-scene: setup
 
 bench-api: setup
 	.venv/bin/python bench/api_overhead.py
+
+# Waiting renders per web box, ASGI against threaded (bench/api_concurrency.py; ~8 min).
+bench-concurrency: setup
+	.venv/bin/python bench/api_concurrency.py --out var/bench/concurrency.md $${ARGS:-}
 
 bench-faults: setup
 	.venv/bin/python bench/faults.py

@@ -314,7 +314,9 @@ def main() -> int:
     parser.add_argument("--latency-samples", type=int, default=150, help="requests per one-client phase")
     parser.add_argument("--concurrency", type=int, default=12)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--gunicorn-threads", type=int, default=16)
+    parser.add_argument("--gunicorn-threads", type=int, default=16, help="threaded server only")
+    parser.add_argument("--server", choices=("asgi", "threaded"), default="asgi",
+                        help="asgi: what make run serves (uvicorn workers); threaded: gthread")
     # One echo worker keeps up with the web tier here; a second one only competes with
     # gunicorn and PostgreSQL for the same two cores (measured: 47 vs 56 renders/s).
     parser.add_argument("--gpu-workers", type=int, default=1)
@@ -371,9 +373,11 @@ def main() -> int:
             total_renders = args.renders + 2 * args.latency_samples + 100
             key = django_shell(env, SETUP_USER.format(credits=22 * total_renders)).splitlines()[-1]
 
-            web = processes.start("web", [GUNICORN, "platform_site.wsgi", "--bind", f"127.0.0.1:{web_port}",
-                                    "--workers", str(args.gunicorn_workers), "--worker-class", "gthread",
-                                    "--threads", str(args.gunicorn_threads), "--keep-alive", "30",
+            server = (["platform_site.asgi:application", "--worker-class", "platform_site.asgi_worker.Worker"]
+                      if args.server == "asgi" else
+                      ["platform_site.wsgi", "--worker-class", "gthread", "--threads", str(args.gunicorn_threads)])
+            web = processes.start("web", [GUNICORN, *server, "--bind", f"127.0.0.1:{web_port}",
+                                    "--workers", str(args.gunicorn_workers), "--keep-alive", "30",
                                     "--timeout", "120", "--log-level", "warning"], env)
             gpu = [processes.start(f"gpu-worker-{index}", shlex.split(args.gpu_worker_command), env)
                    for index in range(args.gpu_workers)]

@@ -21,23 +21,33 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import ledger
-from imaging import idempotency, lifecycle
+from imaging import idempotency, lifecycle, render_wait
 from imaging.models import PUBLIC_ID_PATTERN, Render, RenderStatus
 from imaging.ratelimit import ApiKeyRateThrottle
 from imaging.renders import RenderParams, load_input_image, refuse_if_short, submit_render
 from imaging.schema import render_detail_schema, replace_background_schema
 from imaging.serializers import RenderRequestSerializer, RenderSerializer
 from platform_site.api_errors import REGISTRY, ApiError, error_body
+
+# Outages the render path is built to ride out: logged as one WARNING line, not a traceback.
+OUTAGES = (RedisConnectionError, RedisTimeoutError, DatabaseError)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +141,9 @@ class ReplaceBackgroundView(APIView):
             if earlier is not None:
                 return earlier
         refuse_if_short(request.user)
+        if params.image_url:
+            # Fetching can take FETCH_TIMEOUT_SECONDS: no pooled connection is held meanwhile.
+            render_wait.release_connections()
         image = load_input_image(image_url=params.image_url, upload=upload)
         try:
             render = submit_render(request.user, request.auth, params, image, claim=claim)
@@ -140,7 +153,18 @@ class ReplaceBackgroundView(APIView):
             if earlier is None:
                 raise idempotency.in_use_error() from None
             return earlier
-        response = _answer_after_submit(request, render)
+        if prefers_async(request):
+            # Pipelines that do not wait: 202 at once, with status_url (RFC 7240).
+            response = render_response(request, render)
+            response["Preference-Applied"] = "respond-async"
+        elif getattr(request._request, "waits_async", False):
+            # Under ASGI the wait happens in ``replace_background`` without a thread;
+            # until it replaces it, this 202 (the render's id) is the answer.
+            response = _fallback_answer(request, render)
+            response.pending = PendingWait(render, claim, request)  # type: ignore[attr-defined]
+            return response
+        else:
+            response = _answer_after_submit(request, render)
         idempotency.remember(claim, render, response)
         return response
 
@@ -160,9 +184,18 @@ def _answer_after_submit(request: Request, render: Render) -> Response:
     """
     try:
         render = lifecycle.wait_and_settle(render, float(settings.RENDER_SYNC_WINDOW_SECONDS), actor="request")
+    except OUTAGES as exc:
+        # Redis or the database away for a moment: known, handled (202), no traceback.
+        log.warning("render %s (request %s): waiting failed (%s: %s); answering 202", render.public_id,
+                    getattr(request, "request_id", None), type(exc).__name__, exc)
     except Exception:
         log.exception("render %s (request %s): waiting failed; answering 202", render.public_id,
                       getattr(request, "request_id", None))
+    return _fallback_answer(request, render)
+
+
+def _fallback_answer(request: Request, render: Render) -> Response:
+    """The render's answer; if even that fails, a 202 with its id and status URL."""
     try:
         return render_response(request, render)
     except Exception:
@@ -172,6 +205,80 @@ def _answer_after_submit(request: Request, render: Render) -> Response:
         body = {"id": render.public_id, "object": "render", "status": render.status, "status_url": status_url}
         return Response(body, status=202, headers={"Retry-After": str(POLL_AFTER_SECONDS), "Location": status_url,
                                                    "X-Credits-Charged": "0"})
+
+
+def prefers_async(request: Request) -> bool:
+    """``Prefer: respond-async`` (RFC 7240): the client wants 202 now, not the render."""
+    for header in request.headers.get("Prefer", "").split(","):
+        token = header.split(";", 1)[0].strip().lower()
+        if token == "respond-async":
+            return True
+    return False
+
+
+@dataclass
+class PendingWait:
+    """A submitted render whose request waits asynchronously (``replace_background``)."""
+
+    render: Render
+    claim: idempotency.Claim | None
+    request: Request
+
+
+_REPLACE_BACKGROUND = ReplaceBackgroundView.as_view()
+
+
+@csrf_exempt
+async def replace_background(request: HttpRequest) -> HttpResponse:
+    """POST /v1/image/replace-background on either server.
+
+    Under WSGI (and Django's test client) this is the threaded view, waiting in its
+    thread. Under ASGI the DRF view runs as one short unit of database work that
+    validates, reserves and queues the render and answers its 202; the wait for the
+    outcome is then awaited on the event loop with no thread and no database
+    connection (``imaging.render_wait``), and a second short unit settles the render
+    and builds the final answer. If anything fails after the render exists, the 202
+    from the first unit still names it.
+    """
+    if not isinstance(request, ASGIRequest):
+        return await sync_to_async(_REPLACE_BACKGROUND, thread_sensitive=True)(request)
+    request.waits_async = True  # type: ignore[attr-defined]
+    response = await render_wait.db_unit(_REPLACE_BACKGROUND)(request)
+    pending: PendingWait | None = getattr(response, "pending", None)
+    if pending is None:
+        return response
+    render = pending.render
+    try:
+        render = await render_wait.wait_and_settle(render, float(settings.RENDER_SYNC_WINDOW_SECONDS))
+    except OUTAGES as exc:
+        log.warning("render %s (request %s): waiting failed (%s: %s); answering 202", render.public_id,
+                    getattr(request, "request_id", None), type(exc).__name__, exc)
+    except Exception:
+        log.exception("render %s (request %s): waiting failed; answering 202", render.public_id,
+                      getattr(request, "request_id", None))
+    return await render_wait.db_unit(_final_answer)(pending, render, response)
+
+
+# The schema generator and URL tooling find the DRF view behind the function.
+replace_background.cls = _REPLACE_BACKGROUND.cls  # type: ignore[attr-defined]
+replace_background.initkwargs = _REPLACE_BACKGROUND.initkwargs  # type: ignore[attr-defined]
+
+
+def _final_answer(pending: PendingWait, render: Render, first: Response) -> Response:
+    """The answer after the wait, rendered like the DRF view's own; else ``first``."""
+    try:
+        final = render_response(pending.request, render)
+        final.accepted_renderer = first.accepted_renderer  # type: ignore[attr-defined]
+        final.accepted_media_type = first.accepted_media_type  # type: ignore[attr-defined]
+        final.renderer_context = first.renderer_context  # type: ignore[attr-defined]
+        for name in ("Allow", "Vary"):
+            if first.has_header(name):
+                final[name] = first[name]
+    except Exception:
+        log.exception("render %s: answering with the first 202 after the wait", render.public_id)
+        final = first
+    idempotency.remember(pending.claim, render, final)
+    return final
 
 
 class RenderDetailView(APIView):

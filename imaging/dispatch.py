@@ -219,11 +219,11 @@ def _outcome_from_result(job_id: str, result: Result, expected: dict[str, str]) 
     return _failure_from_job(job_id, job, result.exc_string)
 
 
-def _waiter_key(job_id: str) -> str:
+def waiter_key(job_id: str) -> str:
     return f"{WAITER_KEY_PREFIX}{job_id}"
 
 
-def _restore(job_id: str, entry: tuple[bytes, dict], expected: dict[str, str]) -> Outcome | None:
+def restore_outcome(job_id: str, entry: tuple[bytes, dict], expected: dict[str, str]) -> Outcome | None:
     result_id, payload = entry
     result = Result.restore(job_id, result_id.decode(), payload, connection=redis_connection(),
                             serializer=JSONSerializer)
@@ -242,10 +242,10 @@ def wait_for_outcome(job_id: str, timeout: float, expected: dict[str, str] | Non
     stream = Result.get_key(job_id)
     if timeout <= 0:
         entries = redis_connection().xrevrange(stream, "+", "-", count=1)
-        return _restore(job_id, entries[0], expected) if entries else None
+        return restore_outcome(job_id, entries[0], expected) if entries else None
     deadline = time.monotonic() + timeout
     if announce:
-        redis_connection().set(_waiter_key(job_id), 1, px=int(timeout * 1000) + 5000)
+        redis_connection().set(waiter_key(job_id), 1, px=int(timeout * 1000) + 5000)
     reader = redis_clients.blocking()
     last_id = "0-0"
     while True:
@@ -255,7 +255,7 @@ def wait_for_outcome(job_id: str, timeout: float, expected: dict[str, str] | Non
         response = reader.xread({stream: last_id}, block=block_ms)
         for entry in (response[0][1] if response else []):
             last_id = entry[0]
-            outcome = _restore(job_id, entry, expected)
+            outcome = restore_outcome(job_id, entry, expected)
             if outcome is not None:
                 return outcome
         if deadline - time.monotonic() <= 0:
@@ -263,7 +263,7 @@ def wait_for_outcome(job_id: str, timeout: float, expected: dict[str, str] | Non
 
 
 def stop_waiting(job_id: str) -> None:
-    redis_connection().delete(_waiter_key(job_id))
+    redis_connection().delete(waiter_key(job_id))
 
 
 def has_waiter(job_id: str) -> bool:
@@ -273,7 +273,7 @@ def has_waiter(job_id: str) -> bool:
     the render's row lock (which would make the request wait for the loser), and a
     retry with the same Idempotency-Key is told the first request is still running.
     """
-    return bool(redis_connection().exists(_waiter_key(job_id)))
+    return bool(redis_connection().exists(waiter_key(job_id)))
 
 
 def observe(job_id: str, expected: dict[str, str] | None = None) -> JobState:

@@ -156,6 +156,12 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
                  "render or charge; the same key with another body is 422 `idempotency_key_reused`, "
                  "and while its first request still waits, 409 `idempotency_key_in_use`."),
 )
+PREFER_PARAMETER = OpenApiParameter(
+    "Prefer", {"type": "string", "maxLength": 200}, OpenApiParameter.HEADER, required=False,
+    description=("`respond-async` (RFC 7240): answer 202 with `status_url` as soon as the render is "
+                 "queued, without waiting; the answer carries `Preference-Applied: respond-async`. "
+                 "For pipelines that poll or take webhooks. Other preferences are ignored."),
+)
 RENDER_ID_PARAMETER = OpenApiParameter(
     "render_id", {"type": "string", "pattern": f"^{PUBLIC_ID_PATTERN}$"}, OpenApiParameter.PATH,
     description="The render's `id`, e.g. `rnd_5f3a...`; anything else is 404.",
@@ -177,14 +183,15 @@ replace_background_schema = extend_schema(
             RenderMultipartRequestSerializer,
             encoding={"image_file": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}),
     },
-    parameters=[IDEMPOTENCY_PARAMETER],
+    parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
     responses={
         200: OpenApiResponse(RenderSerializer, description="The render succeeded."),
         202: OpenApiResponse(
             PolymorphicProxySerializer(component_name="RenderAccepted", resource_type_field_name=None,
                                        serializers=[RenderSerializer, RenderStubSerializer]),
             description=(
-                "Still running after the sync window (or the platform could not follow it to its end "
+                "Still running after the sync window, or at once with `Prefer: respond-async` "
+                "(or the platform could not follow it to its end "
                 "just now, when the body may be only `id`, `object`, `status` and `status_url`); "
                 "poll `status_url` (also in `Location`) after `Retry-After` seconds.")),
         **error_responses(COMMON_CODES + REQUEST_CODES + INPUT_CODES + IDEMPOTENCY_CODES + MONEY_CODES
@@ -262,6 +269,8 @@ HEADERS: dict[str, dict[str, Any]] = {
     "Idempotent-Replayed": {"description": "Present on an answer replayed for a repeated `Idempotency-Key`.",
                             "schema": {"type": "string", "enum": ["true"]}},
     "WWW-Authenticate": {"description": "The Bearer challenge.", "schema": {"type": "string"}},
+    "Preference-Applied": {"description": "`respond-async` when the request's `Prefer` was honoured.",
+                           "schema": {"type": "string", "enum": ["respond-async"]}},
 }
 RENDER_ANSWER_HEADERS = {"X-Credits-Charged": False, "X-Credits-Remaining": False, "Idempotent-Replayed": False}
 
@@ -281,7 +290,7 @@ def headers_for(operation_id: str, status: str) -> dict[str, bool]:
             headers |= {**RENDER_ANSWER_HEADERS, "X-Credits-Charged": True}
         elif status == "202":
             headers |= {**RENDER_ANSWER_HEADERS, "X-Credits-Charged": True, "Retry-After": True,
-                        "Location": True}
+                        "Location": True, "Preference-Applied": False}
         elif status in failure_statuses:
             headers |= RENDER_ANSWER_HEADERS
     if operation_id == "retrieve_render" and status == "200":

@@ -18,13 +18,15 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                REGISTRY, generate_latest)
 from prometheus_client.core import GaugeMetricFamily
+
+from platform_site.middleware import HybridMiddleware
 
 log = logging.getLogger("platform_site.metrics")
 
@@ -120,16 +122,16 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
-class RequestMetricsMiddleware:
+class RequestMetricsMiddleware(HybridMiddleware):
     """Times each request by its URL pattern's route (never the raw path: ids would
     make one series per render) and status."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    def before(self, request: HttpRequest) -> None:
+        request.metrics_started = time.perf_counter()  # type: ignore[attr-defined]
+        return None
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        started = time.perf_counter()
-        response = self.get_response(request)
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        started = getattr(request, "metrics_started", time.perf_counter())
         match = getattr(request, "resolver_match", None)
         route = (match.route or match.view_name) if match is not None else "unmatched"
         REQUEST_SECONDS.labels(route or "unmatched", request.method or "", str(response.status_code)).observe(

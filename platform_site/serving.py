@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from platform_site.client_ip import is_loopback
+from platform_site.middleware import HybridMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +81,26 @@ def gunicorn_on_starting(server: Any) -> None:
     check_bind(server.cfg.address)
 
 
-class DevelopmentKeyGuard:
+class DevelopmentKeyGuard(HybridMiddleware):
     """503 for requests from (or to) beyond loopback while the development key is in use."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         if uses_development_key() and not _local_request(request):
             log.error("request from %s refused: development SECRET_KEY", request.META.get("REMOTE_ADDR"))
             return HttpResponse(REFUSAL.format(where="a request from beyond loopback") + "\n",
                                 status=503, content_type="text/plain; charset=utf-8")
-        return self.get_response(request)
+        return None
 
 
 def _local_request(request: HttpRequest) -> bool:
     if not is_loopback(request.META.get("REMOTE_ADDR", "")):
         return False
+    scope = getattr(request, "scope", None)
+    if scope is not None:
+        # ASGI: the server puts the socket's own (local) address in the scope.
+        server = scope.get("server")
+        return not (server and server[0] and not str(server[0]).startswith("/")
+                    and not is_loopback(str(server[0])))
     sock = request.META.get("gunicorn.socket")
     if sock is not None:
         try:

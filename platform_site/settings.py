@@ -79,7 +79,7 @@ MIDDLEWARE = [
     "platform_site.metrics.RequestMetricsMiddleware",
     "platform_site.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "platform_site.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -130,6 +130,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env_float("SQLITE_BUSY_TIMEOUT_SECONDS", 30.0),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     })
+elif env_int("DB_POOL_MAX_SIZE", 8) > 0:
+    # PostgreSQL through a connection pool per process (psycopg_pool), not one
+    # persistent connection per thread: under the ASGI server each request's
+    # synchronous work runs in a thread of its own, and a render's wait holds no
+    # connection at all. DB_POOL_MAX_SIZE bounds what one web process can open
+    # (2 processes x 8 stay far below PostgreSQL's default max_connections of 100);
+    # a request finding all of them busy waits DB_POOL_TIMEOUT_SECONDS for one.
+    # Pooling replaces persistent connections (Django refuses both), so
+    # DB_CONN_MAX_AGE applies only with DB_POOL_MAX_SIZE=0.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 8),
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -151,7 +166,7 @@ USE_TZ = True
 # --- Static and media -------------------------------------------------------------
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "platform_site" / "static"]
 
 # Inputs, outputs and mattes. The GPU worker reads the same variables
@@ -369,3 +384,14 @@ API_UNKNOWN_KEYS_PER_MINUTE_PER_IP = env_int("API_UNKNOWN_KEYS_PER_MINUTE_PER_IP
 RENDER_REQUEUE_AFTER_SECONDS = env_float("RENDER_REQUEUE_AFTER_SECONDS", 30.0)
 # How long the settle job waits for rq to record the outcome of the job that queued it.
 RENDER_SETTLE_WAIT_SECONDS = env_float("RENDER_SETTLE_WAIT_SECONDS", 10.0)
+
+# Webhooks
+# Signed completion webhooks (imaging.webhooks): delivered by the Django-side rq worker
+# through the image fetcher's address guard; retried on this schedule (seconds, the
+# last step repeating, ±10 % jitter) until WEBHOOK_RETRY_HOURS after each delivery began.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
+WEBHOOK_RETRY_HOURS = env_float("WEBHOOK_RETRY_HOURS", 24.0)
+WEBHOOK_RETRY_SCHEDULE = [10, 30, 120, 600, 1800, 3600, 7200]
+WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
+WEBHOOK_PREVIOUS_SECRET_HOURS = env_float("WEBHOOK_PREVIOUS_SECRET_HOURS", 24.0)
+WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 10)

@@ -143,6 +143,36 @@ def prometheus_env() -> dict[str, str]:
     return {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
 
 
+def process_commands(host: str = HOST, port: str = PORT) -> dict[str, list[str]]:
+    """The argv of each long-running process `make run` starts, by name.
+
+    The Procfile and docs/systemd/ run the same command lines (only the interpreter's
+    path, the bind address and the control socket's path differ there);
+    tests/test_deploy_files.py fails when they drift apart.
+    """
+    return {
+        # ASGI: uvicorn workers under gunicorn; a waiting render holds no thread (imaging.render_wait).
+        # The graceful timeout outlasts the 55 s sync window, so a stop lets waiting renders answer.
+        "web": [str(ROOT / ".venv" / "bin" / "gunicorn"), "platform_site.asgi:application",
+                "--worker-class", "platform_site.asgi_worker.Worker",
+                "--bind", f"{host}:{port}", "--workers", "2",
+                "--timeout", "120", "--graceful-timeout", "65", "--access-logfile", "-",
+                "--control-socket", str(RUN_DIR / "gunicorn.ctl")],
+        "django-worker": [PY, "manage.py", "rqworker", "default", "--worker-class", "rq.worker.SimpleWorker",
+                          "--serializer", "rq.serializers.JSONSerializer"],
+        "gpu-worker": [PY, "-m", "gpu_worker"],
+        "sweeper": [PY, "manage.py", "sweep_renders", "--every", "30"],
+    }
+
+
+def setup_commands() -> dict[str, list[str]]:
+    """The one-off steps before those processes start (collectstatic only when DEBUG is off)."""
+    return {
+        "migrate": [PY, "manage.py", "migrate", "--noinput"],
+        "collectstatic": [PY, "manage.py", "collectstatic", "--noinput", "-v0"],
+    }
+
+
 def start_platform(supervisor: Supervisor) -> bool:
     """The start-up steps, then the long-running children; False when a stop came first."""
     redis_url = os.environ.get("REDIS_URL", "").strip()
@@ -158,27 +188,22 @@ def start_platform(supervisor: Supervisor) -> bool:
         os.environ["REDIS_URL"] = redis_url
         say(f"Redis: {redis_url} (this run's own, data in var/redis)")
     say(f"database: {describe_database()}")
-    supervisor.run_step("migrate", [PY, "manage.py", "migrate", "--noinput"])
+    steps = setup_commands()
+    supervisor.run_step("migrate", steps["migrate"])
     if os.environ.get("DEBUG", "1").lower() in {"1", "true", "yes", "on"}:
         supervisor.run_step("ensure_demo_account", [PY, "manage.py", "ensure_demo_account"])
     else:
-        supervisor.run_step("collectstatic", [PY, "manage.py", "collectstatic", "--noinput", "-v0"])
+        supervisor.run_step("collectstatic", steps["collectstatic"])
     if supervisor.stopping:
         return False
     django_env = prometheus_env()
-    web = supervisor.spawn(Child("web", env=django_env, argv=[
-        str(ROOT / ".venv" / "bin" / "gunicorn"), "platform_site.wsgi",
-        "--bind", f"{HOST}:{PORT}", "--workers", "2", "--threads", "8",
-        "--timeout", "120", "--access-logfile", "-",
-        "--control-socket", str(RUN_DIR / "gunicorn.ctl")]))
+    commands = process_commands()
+    web = supervisor.spawn(Child("web", env=django_env, argv=commands["web"]))
     if not supervisor.wait_until(lambda: serving(HOST, int(PORT)), web, 60, "the web server"):
         return False
-    supervisor.spawn(Child("django-worker", env=django_env, argv=[
-        PY, "manage.py", "rqworker", "default", "--worker-class", "rq.worker.SimpleWorker",
-        "--serializer", "rq.serializers.JSONSerializer"]))
-    supervisor.spawn(Child("gpu-worker", [PY, "-m", "gpu_worker"]))
-    supervisor.spawn(Child("sweeper", env=django_env,
-                           argv=[PY, "manage.py", "sweep_renders", "--every", "30"]))
+    supervisor.spawn(Child("django-worker", env=django_env, argv=commands["django-worker"]))
+    supervisor.spawn(Child("gpu-worker", commands["gpu-worker"]))
+    supervisor.spawn(Child("sweeper", env=django_env, argv=commands["sweeper"]))
     print(f"\nrun: dashboard at http://{HOST}:{PORT}/dashboard/  (Ctrl-C stops everything)\n", flush=True)
     return True
 

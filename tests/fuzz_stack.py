@@ -10,7 +10,7 @@ echo engine and the Django-side rq worker, all on loopback. Fuzzed ``image_url``
 name arbitrary hosts; ``FETCH_ALLOWED_HOSTS`` names one host under ``.invalid`` (a TLD
 that never resolves, RFC 6761), so the fetcher refuses every fuzzed URL with 422
 ``image_url_forbidden`` before any DNS lookup or connection, and gunicorn runs under
-``tests.guarded_wsgi``, which makes any attempt to leave loopback a 500 that
+``tests.guarded_asgi``, which makes any attempt to leave loopback a 500 that
 ``not_a_server_error`` reports.
 
 The caller provides Django set up on the database whose URL it passes (the children
@@ -91,7 +91,7 @@ def start_stack(workdir: Path, database_url: str) -> tuple[Platform, str]:
     platform = Platform(workdir, database_url, **FUZZ_ENV)
     try:
         platform.start_redis()
-        platform.start_web(workers=2, threads=4, app="tests.guarded_wsgi:application")
+        platform.start_web(workers=2, threads=4, app="tests.guarded_asgi:application")
         platform.start_gpu_worker()
         platform.start_django_worker()
     except BaseException:

@@ -235,11 +235,22 @@ class Platform:
     def connection(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
 
-    def start_web(self, workers: int = 2, threads: int = 8, app: str = "platform_site.wsgi", **env: str) -> Child:
-        """gunicorn serving ``app`` (a WSGI module, or ``module:callable``) on loopback."""
-        self.web_proc = self._start("web", [GUNICORN, app, "--bind", f"127.0.0.1:{self.web_port}",
-                                            "--workers", str(workers), "--worker-class", "gthread",
-                                            "--threads", str(threads), "--timeout", "120",
+    def start_web(self, workers: int = 2, threads: int = 8, app: str | None = None, *,
+                  server: str = "asgi", **env: str) -> Child:
+        """gunicorn serving the site on loopback, as ``make run`` does.
+
+        ``server="asgi"`` (the default, what ``make run`` and production run): uvicorn
+        workers and ``platform_site.asgi``; ``server="threaded"``: the gthread
+        configuration with ``threads`` per worker and ``platform_site.wsgi``. ``app``
+        overrides the module (``module:callable``).
+        """
+        if server == "asgi":
+            argv = [GUNICORN, app or "platform_site.asgi:application", "--worker-class",
+                    "platform_site.asgi_worker.Worker"]
+        else:
+            argv = [GUNICORN, app or "platform_site.wsgi", "--worker-class", "gthread", "--threads", str(threads)]
+        self.web_proc = self._start("web", [*argv, "--bind", f"127.0.0.1:{self.web_port}",
+                                            "--workers", str(workers), "--timeout", "120",
                                             "--graceful-timeout", "5", "--log-level", "warning"], **env)
         wait_for(lambda: self.request("GET", "/v1/account", timeout=2).status == 401, 60, "gunicorn")
         return self.web_proc
@@ -248,6 +259,16 @@ class Platform:
         before = set(self.worker_names("gpu"))
         child = self._start(name, [PY, "-m", "gpu_worker", "--name", f"{name}-{secrets.token_hex(3)}"], **env)
         wait_for(lambda: set(self.worker_names("gpu")) - before or not child.alive(), 120, f"{name} to register")
+        if not child.alive():
+            raise RuntimeError(f"{name} exited:\n{child.log()}")
+        return child
+
+    def start_fake_gpu_worker(self, delay: float, name: str = "fake-gpu", **env: str) -> Child:
+        """``bench/fake_gpu_worker.py``: every job ends ``delay`` s after it is taken, all in parallel."""
+        before = set(self.worker_names("gpu"))
+        child = self._start(name, [PY, str(ROOT / "bench" / "fake_gpu_worker.py"), "--delay", str(delay),
+                                   "--name", f"{name}-{secrets.token_hex(3)}"], **env)
+        wait_for(lambda: set(self.worker_names("gpu")) - before or not child.alive(), 60, f"{name} to register")
         if not child.alive():
             raise RuntimeError(f"{name} exited:\n{child.log()}")
         return child
@@ -314,10 +335,10 @@ class Platform:
             connection.close()
 
     def post_render(self, key: str, image: bytes, *, idempotency_key: str | None = None,
-                    timeout: float = 90.0, **fields: str) -> Answer:
+                    timeout: float = 90.0, headers: dict[str, str] | None = None, **fields: str) -> Answer:
         fields.setdefault("scene_prompt", "a marble plinth in soft light")
         body, content_type = multipart(fields, "image_file", image)
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type, **(headers or {})}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return self.request("POST", "/v1/image/replace-background", body=body, headers=headers, timeout=timeout)

@@ -7,7 +7,7 @@ coverage and fuzzing phases with the checks the issue names. ``make bench-fuzz``
 the same with the stateful phase for ten minutes.
 
 Fuzzed image URLs never leave the machine: the stack sets ``FETCH_ALLOWED_HOSTS`` to a
-``.invalid`` name, and gunicorn serves through ``tests.guarded_wsgi``, so an attempt to
+``.invalid`` name, and gunicorn serves through ``tests.guarded_asgi``, so an attempt to
 reach beyond loopback would be a 500 that ``not_a_server_error`` reports.
 """
 

@@ -42,9 +42,9 @@ def test_it_enqueues_settlement_when_nobody_waits(redis):
 def test_it_leaves_settlement_to_a_waiting_request(redis):
     job = render_job(redis, "rnd_someone_waits")
     # The mark imaging.dispatch sets while a request blocks on this job.
-    from imaging.dispatch import _waiter_key
+    from imaging.dispatch import waiter_key
 
-    redis.set(_waiter_key(job.id), 1, px=5000)
+    redis.set(waiter_key(job.id), 1, px=5000)
 
     request_settlement(redis, job)
 
