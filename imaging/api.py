@@ -184,14 +184,21 @@ def _answer_after_submit(request: Request, render: Render) -> Response:
     """
     try:
         render = lifecycle.wait_and_settle(render, float(settings.RENDER_SYNC_WINDOW_SECONDS), actor="request")
-    except OUTAGES as exc:
+    except Exception as exc:
+        _log_wait_failure(request, render, exc)
+    return _fallback_answer(request, render)
+
+
+def _log_wait_failure(request: Any, render: Render, exc: Exception) -> None:
+    """The wait failed; the caller answers 202 with the render's id."""
+    request_id = getattr(request, "request_id", None)
+    if isinstance(exc, OUTAGES):
         # Redis or the database away for a moment: known, handled (202), no traceback.
         log.warning("render %s (request %s): waiting failed (%s: %s); answering 202", render.public_id,
-                    getattr(request, "request_id", None), type(exc).__name__, exc)
-    except Exception:
-        log.exception("render %s (request %s): waiting failed; answering 202", render.public_id,
-                      getattr(request, "request_id", None))
-    return _fallback_answer(request, render)
+                    request_id, type(exc).__name__, exc)
+    else:
+        log.error("render %s (request %s): waiting failed; answering 202", render.public_id, request_id,
+                  exc_info=exc)
 
 
 def _fallback_answer(request: Request, render: Render) -> Response:
@@ -250,12 +257,8 @@ async def replace_background(request: HttpRequest) -> HttpResponse:
     render = pending.render
     try:
         render = await render_wait.wait_and_settle(render, float(settings.RENDER_SYNC_WINDOW_SECONDS))
-    except OUTAGES as exc:
-        log.warning("render %s (request %s): waiting failed (%s: %s); answering 202", render.public_id,
-                    getattr(request, "request_id", None), type(exc).__name__, exc)
-    except Exception:
-        log.exception("render %s (request %s): waiting failed; answering 202", render.public_id,
-                      getattr(request, "request_id", None))
+    except Exception as exc:
+        _log_wait_failure(request, render, exc)
     return await render_wait.db_unit(_final_answer)(pending, render, response)
 
 
