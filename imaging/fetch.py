@@ -39,7 +39,8 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ class FetchPolicy:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     """One hop's URL, parsed and checked for everything that needs no network."""
 
     url: str
@@ -186,7 +187,7 @@ def _normalise_host(raw: str, bracketed: bool) -> tuple[str, addresses.IPAddress
     return (str(literal) if literal is not None else host), literal
 
 
-def _parse_target(url: str, policy: FetchPolicy) -> _Target:
+def parse_target(url: str, policy: FetchPolicy) -> Target:
     """Everything that can be refused without the network: scheme, user info, port, host."""
     try:
         parts = urlsplit(url)
@@ -218,7 +219,7 @@ def _parse_target(url: str, policy: FetchPolicy) -> _Target:
     host_header = f"[{host}]" if isinstance(literal, IPv6Address) else host
     if port != _DEFAULT_PORTS[scheme]:
         host_header = f"{host_header}:{port}"
-    return _Target(url, scheme, host, port, literal, request_target, host_header)
+    return Target(url, scheme, host, port, literal, request_target, host_header)
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -237,7 +238,7 @@ def resolve_host(host: str, port: int) -> list[str]:
 _resolver_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fetch-resolve")
 
 
-def _resolve(resolver: Resolver, target: _Target, deadline: float) -> list[str]:
+def _resolve(resolver: Resolver, target: Target, deadline: float) -> list[str]:
     future = _resolver_pool.submit(resolver, target.host, target.port)
     try:
         answers = future.result(timeout=_remaining(deadline))
@@ -256,8 +257,8 @@ def _describe_category(category: str) -> str:
     return f"{article} {category}"
 
 
-def _checked_addresses(
-    target: _Target, policy: FetchPolicy, resolver: Resolver, deadline: float
+def checked_addresses(
+    target: Target, policy: FetchPolicy, resolver: Resolver, deadline: float
 ) -> list[str]:
     """The addresses to dial for this hop, every one of them allowed, else ApiError."""
     if target.literal is not None:
@@ -312,7 +313,7 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def _tls_handshake(sock: socket.socket, target: _Target, policy: FetchPolicy,
+def _tls_handshake(sock: socket.socket, target: Target, policy: FetchPolicy,
                    deadline: float) -> ssl.SSLSocket:
     """TLS with SNI and certificate check for the hostname, bounded by the deadline.
 
@@ -379,7 +380,7 @@ class _DeadlineSocket:
         pass
 
 
-def _connect(target: _Target, dial: list[str], policy: FetchPolicy, connector: Connector,
+def _connect(target: Target, dial: list[str], policy: FetchPolicy, connector: Connector,
              deadline: float) -> socket.socket:
     """Dials the checked addresses in order; the first that answers wins."""
     failure: OSError | None = None
@@ -483,13 +484,28 @@ def _require_image(head: bytes) -> None:
         raise ApiError("unsupported_image", describe_unsupported(head), param=PARAM)
 
 
-def _one_hop(target: _Target, dial: list[str], policy: FetchPolicy, connector: Connector,
-             deadline: float) -> tuple[int, str | None, bytes | None]:
-    """One request. Returns (status, Location, body); the body only for 2xx."""
+@contextmanager
+def guarded_connection(target: Target, dial: list[str], policy: FetchPolicy, connector: Connector,
+                       deadline: float) -> Iterator[http.client.HTTPConnection]:
+    """An HTTP(S) connection to one of the addresses ``checked_addresses`` allowed.
+
+    Every read and write runs under ``deadline``. Shared by the image fetch and webhook
+    delivery (imaging.webhooks.delivery), the two places that talk to a stranger's URL.
+    """
     sock = _connect(target, dial, policy, connector, deadline)
     connection = http.client.HTTPConnection(target.host, target.port)
     connection.sock = _DeadlineSocket(sock, deadline)  # type: ignore[assignment]
     try:
+        yield connection
+    finally:
+        connection.close()
+        sock.close()
+
+
+def _one_hop(target: Target, dial: list[str], policy: FetchPolicy, connector: Connector,
+             deadline: float) -> tuple[int, str | None, bytes | None]:
+    """One request. Returns (status, Location, body); the body only for 2xx."""
+    with guarded_connection(target, dial, policy, connector, deadline) as connection:
         connection.putrequest("GET", target.request_target, skip_host=True,
                               skip_accept_encoding=True)
         connection.putheader("Host", target.host_header)
@@ -504,9 +520,6 @@ def _one_hop(target: _Target, dial: list[str], policy: FetchPolicy, connector: C
         if not 200 <= response.status < 300:
             return response.status, None, None
         return response.status, None, _read_body(response, policy)
-    finally:
-        connection.close()
-        sock.close()
 
 
 def _header_text(value: str) -> str:
@@ -517,7 +530,7 @@ def _header_text(value: str) -> str:
         return value
 
 
-def _describe_failure(exc: BaseException, target: _Target, policy: FetchPolicy) -> str:
+def describe_failure(exc: BaseException, target: Target, policy: FetchPolicy) -> str:
     if isinstance(exc, TimeoutError):
         return f"no complete answer within the {policy.timeout:g} s limit."
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -553,12 +566,12 @@ def fetch_image(
     current = url
     redirects = 0
     while True:
-        target = _parse_target(current, policy)
-        dial = _checked_addresses(target, policy, resolver, deadline)
+        target = parse_target(current, policy)
+        dial = checked_addresses(target, policy, resolver, deadline)
         try:
             status, location, body = _one_hop(target, dial, policy, connector, deadline)
         except (OSError, http.client.HTTPException) as exc:
-            raise _unreachable(_describe_failure(exc, target, policy)) from None
+            raise _unreachable(describe_failure(exc, target, policy)) from None
         if body is not None:
             return body
         if status not in _REDIRECT_STATUSES:

@@ -98,9 +98,9 @@ def _customer_text(error: ApiError) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _target(url: str, current: fetch.FetchPolicy) -> fetch._Target:
+def _target(url: str, current: fetch.FetchPolicy) -> fetch.Target:
     try:
-        target = fetch._parse_target(url, current)
+        target = fetch.parse_target(url, current)
     except ApiError as error:
         raise UrlRefused(_customer_text(error)) from None
     if target.scheme != "https" and not current.allow_private:
@@ -114,7 +114,7 @@ def check_url(url: str) -> None:
     target = _target(url, current)
     deadline = time.monotonic() + current.timeout
     try:
-        fetch._checked_addresses(target, current, RESOLVER or fetch.resolve_host, deadline)
+        fetch.checked_addresses(target, current, RESOLVER or fetch.resolve_host, deadline)
     except ApiError as error:
         raise UrlRefused(_customer_text(error)) from None
 
@@ -137,7 +137,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
         return Attempt(error=str(refused), refused=True)
     deadline = time.monotonic() + current.timeout
     try:
-        dial = fetch._checked_addresses(target, current, RESOLVER or fetch.resolve_host, deadline)
+        dial = fetch.checked_addresses(target, current, RESOLVER or fetch.resolve_host, deadline)
     except ApiError as error:
         return Attempt(error=_customer_text(error), refused=error.code == "image_url_forbidden")
     connector = CONNECTOR or fetch.open_connection
@@ -146,15 +146,12 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
     except ApiError as error:  # the connect itself timed out
         return Attempt(error=_customer_text(error))
     except (OSError, http.client.HTTPException) as exc:
-        return Attempt(error=fetch._describe_failure(exc, target, current))
+        return Attempt(error=fetch.describe_failure(exc, target, current))
 
 
-def _post_once(target: fetch._Target, dial: list[str], current: fetch.FetchPolicy, connector: fetch.Connector,
+def _post_once(target: fetch.Target, dial: list[str], current: fetch.FetchPolicy, connector: fetch.Connector,
                deadline: float, body: bytes, headers: dict[str, str]) -> int:
-    sock = fetch._connect(target, dial, current, connector, deadline)
-    connection = http.client.HTTPConnection(target.host, target.port)
-    connection.sock = fetch._DeadlineSocket(sock, deadline)  # type: ignore[assignment]
-    try:
+    with fetch.guarded_connection(target, dial, current, connector, deadline) as connection:
         connection.putrequest("POST", target.request_target, skip_host=True, skip_accept_encoding=True)
         connection.putheader("Host", target.host_header)
         connection.putheader("User-Agent", USER_AGENT)
@@ -166,9 +163,6 @@ def _post_once(target: fetch._Target, dial: list[str], current: fetch.FetchPolic
         connection.endheaders(body)
         # Only the status line matters; the body (if any) is not read.
         return connection.getresponse().status
-    finally:
-        connection.close()
-        sock.close()
 
 
 def attempt(endpoint: WebhookEndpoint, event: WebhookEvent) -> Attempt:
