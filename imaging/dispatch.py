@@ -219,6 +219,11 @@ def _outcome_from_result(job_id: str, result: Result, expected: dict[str, str]) 
     return _failure_from_job(job_id, job, result.exc_string)
 
 
+def waiter_ttl_ms(timeout: float) -> int:
+    """A waiter mark outlives its wait a little, so it never lapses while the wait goes on."""
+    return int(timeout * 1000) + 5000
+
+
 def waiter_key(job_id: str) -> str:
     return f"{WAITER_KEY_PREFIX}{job_id}"
 
@@ -245,7 +250,7 @@ def wait_for_outcome(job_id: str, timeout: float, expected: dict[str, str] | Non
         return restore_outcome(job_id, entries[0], expected) if entries else None
     deadline = time.monotonic() + timeout
     if announce:
-        redis_connection().set(waiter_key(job_id), 1, px=int(timeout * 1000) + 5000)
+        redis_connection().set(waiter_key(job_id), 1, px=waiter_ttl_ms(timeout))
     reader = redis_clients.blocking()
     last_id = "0-0"
     while True:

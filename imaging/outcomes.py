@@ -32,7 +32,7 @@ from django.conf import settings
 from rq.results import Result
 
 from imaging import redis_clients
-from imaging.dispatch import waiter_key
+from imaging.dispatch import waiter_key, waiter_ttl_ms
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def hub() -> OutcomeHub:
 
 async def announce(job_id: str, timeout: float) -> None:
     """Marks the job as watched by a waiting request (``dispatch.has_waiter``)."""
-    await hub().commands.set(waiter_key(job_id), 1, px=int(timeout * 1000) + 5000)
+    await hub().commands.set(waiter_key(job_id), 1, px=waiter_ttl_ms(timeout))
 
 
 async def stop_waiting(job_id: str) -> None:

@@ -34,6 +34,13 @@ def platform_for(tmp_path, **env: str) -> Platform:
     return platform
 
 
+def start_rest(platform: Platform, *, delay: float, workers: int = 1, **web_env: str) -> None:
+    """The ASGI web, the Django-side worker, and a fake GPU worker taking ``delay`` s a render."""
+    platform.start_web(workers=workers, **web_env)
+    platform.start_django_worker()
+    platform.start_fake_gpu_worker(delay=delay)
+
+
 def waiting_requests(platform: Platform) -> int:
     return sum(1 for _ in platform.connection().scan_iter(f"{WAITER_KEY_PREFIX}*", count=1000))
 
@@ -58,9 +65,7 @@ def test_one_asgi_worker_with_fifty_renders_waiting_answers_the_account_endpoint
     """Under the threaded server one worker with 8 threads would have none left."""
     platform = platform_for(tmp_path)
     try:
-        platform.start_web(workers=1)
-        platform.start_django_worker()
-        platform.start_fake_gpu_worker(delay=8)
+        start_rest(platform, delay=8)
         user, key = customer("fifty@example.com", renders=50)
         pending = fan_out(platform, [key], 50)
         wait_for(lambda: waiting_requests(platform) == 50, 40, "all 50 renders to be waiting")
@@ -87,9 +92,7 @@ def test_one_asgi_worker_with_fifty_renders_waiting_answers_the_account_endpoint
 def test_a_client_that_disconnects_mid_wait_leaves_its_render_to_settle_and_be_charged_once(tmp_path):
     platform = platform_for(tmp_path)
     try:
-        platform.start_web(workers=1)
-        platform.start_django_worker()
-        platform.start_fake_gpu_worker(delay=4)
+        start_rest(platform, delay=4)
         user, key = customer("leaves@example.com")
         body, content_type = multipart({"scene_prompt": "pure white background"}, "image_file", product_png())
         client = socket.create_connection(("127.0.0.1", platform.web_port), timeout=10)
@@ -134,9 +137,7 @@ def test_two_hundred_waiting_renders_hold_no_more_than_a_handful_of_database_con
         connection.close()
 
     try:
-        platform.start_web(workers=2, DATABASE_URL=web_url)
-        platform.start_django_worker()
-        platform.start_fake_gpu_worker(delay=15)
+        start_rest(platform, delay=15, workers=2, DATABASE_URL=web_url)
         customers = [customer(f"many{i}@example.com", renders=50) for i in range(4)]
         pending = fan_out(platform, [key for _, key in customers], 50)
         wait_for(lambda: waiting_requests(platform) == 200, 60, "all 200 renders to be waiting")
@@ -162,9 +163,7 @@ def test_two_hundred_waiting_renders_hold_no_more_than_a_handful_of_database_con
 def test_prefer_respond_async_answers_202_at_once_and_the_render_then_succeeds(tmp_path):
     platform = platform_for(tmp_path)
     try:
-        platform.start_web(workers=1)
-        platform.start_django_worker()
-        platform.start_fake_gpu_worker(delay=4)
+        start_rest(platform, delay=4)
         user, key = customer("pipeline@example.com")
         answer = platform.post_render(key, product_png(), headers={"Prefer": "respond-async, wait=100"})
         assert answer.status == 202, answer.describe()
